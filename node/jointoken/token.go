@@ -171,6 +171,9 @@ func isAlnum(s string, n int) bool {
 	return true
 }
 
+// Random returns n random characters of [a-z0-9], for ids and secrets.
+func Random(n int) (string, error) { return randString(n) }
+
 func randString(n int) (string, error) {
 	out := make([]byte, 0, n)
 	buf := make([]byte, 2*n)

@@ -1,0 +1,269 @@
+package consensus
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Errors a command can be refused with. The FSM decides them
+// deterministically, so every gateway refuses the same command the same way.
+var (
+	ErrTokenUnknown  = errors.New("join token unknown")
+	ErrTokenExpired  = errors.New("join token expired")
+	ErrTokenUsedUp   = errors.New("join token has no uses left")
+	ErrTokenRevoked  = errors.New("join token revoked")
+	ErrTokenRole     = errors.New("join token is for another role")
+	ErrNameTaken     = errors.New("a device with this name is already in the fleet")
+	ErrDeviceUnknown = errors.New("no such device")
+	ErrEvicted       = errors.New("device was evicted; join again with a new token and a new name")
+	ErrInitialized   = errors.New("fleet already initialized")
+	ErrBadCommand    = errors.New("bad command")
+	ErrOperatorGone  = errors.New("no such operator credential")
+)
+
+// Command ops.
+const (
+	OpInit           = "init"
+	OpCreateToken    = "create_token"
+	OpRevokeToken    = "revoke_token"
+	OpJoin           = "join"
+	OpRemoveDevice   = "remove_device"
+	OpCreateOperator = "create_operator"
+	OpRevokeOperator = "revoke_operator"
+	OpPutDocument    = "put_document"
+	OpDeleteDocument = "delete_document"
+)
+
+// Command is one change to the spec, as it goes through the Raft log. Time
+// is the proposer's clock; the FSM uses it (never its own clock) so that
+// every replica decides the same.
+type Command struct {
+	Op   string    `json:"op"`
+	Time time.Time `json:"time"`
+
+	Init     *InitCommand `json:"init,omitempty"`
+	Token    *JoinToken   `json:"token,omitempty"`
+	Join     *JoinCommand `json:"join,omitempty"`
+	Operator *Operator    `json:"operator,omitempty"`
+	ID       string       `json:"id,omitempty"`
+	// Documents: Kind is apps, rollouts or policies.
+	Kind string          `json:"kind,omitempty"`
+	Doc  json.RawMessage `json:"doc,omitempty"`
+}
+
+// InitCommand creates the fleet.
+type InitCommand struct {
+	ClusterID string    `json:"cluster_id"`
+	CACertPEM string    `json:"ca_cert_pem"`
+	Secrets   Secrets   `json:"secrets"`
+	Admin     *Operator `json:"admin"`
+	Device    *Device   `json:"device"`
+}
+
+// JoinCommand consumes one use of a join token and registers the device.
+type JoinCommand struct {
+	TokenID   string  `json:"token_id"`
+	TokenHash string  `json:"token_hash"`
+	Device    *Device `json:"device"`
+}
+
+// Result is what Apply returns for a committed command.
+type Result struct {
+	Index uint64
+	Err   error
+}
+
+// fsm is the Raft state machine holding the spec and the gateway secrets.
+type fsm struct {
+	mu      sync.RWMutex
+	spec    *Spec
+	secrets Secrets
+	onApply func(version uint64)
+}
+
+func newFSM() *fsm { return &fsm{spec: newSpec()} }
+
+func (f *fsm) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	var c Command
+	if err := json.Unmarshal(l.Data, &c); err != nil {
+		return Result{Index: l.Index, Err: fmt.Errorf("%w: %v", ErrBadCommand, err)}
+	}
+	f.mu.Lock()
+	err := f.apply(&c)
+	if err == nil {
+		f.spec.Version = l.Index
+	}
+	cb := f.onApply
+	f.mu.Unlock()
+	if err == nil && cb != nil {
+		cb(l.Index)
+	}
+	return Result{Index: l.Index, Err: err}
+}
+
+// apply changes the spec for c, or changes nothing and returns why not.
+func (f *fsm) apply(c *Command) error {
+	s := f.spec
+	switch c.Op {
+	case OpInit:
+		if s.ClusterID != "" {
+			return ErrInitialized
+		}
+		if c.Init == nil || c.Init.Admin == nil || c.Init.Device == nil {
+			return fmt.Errorf("%w: init without its parts", ErrBadCommand)
+		}
+		s.ClusterID = c.Init.ClusterID
+		s.CACertPEM = c.Init.CACertPEM
+		f.secrets = c.Init.Secrets
+		s.Operators[c.Init.Admin.ID] = c.Init.Admin
+		d := *c.Init.Device
+		s.Devices[d.Name] = &d
+	case OpCreateToken:
+		if c.Token == nil || c.Token.ID == "" {
+			return fmt.Errorf("%w: token without id", ErrBadCommand)
+		}
+		t := *c.Token
+		s.Tokens[t.ID] = &t
+	case OpRevokeToken:
+		t, ok := s.Tokens[c.ID]
+		if !ok {
+			return ErrTokenUnknown
+		}
+		t.Revoked = true
+	case OpJoin:
+		j := c.Join
+		if j == nil || j.Device == nil {
+			return fmt.Errorf("%w: join without device", ErrBadCommand)
+		}
+		t, ok := s.Tokens[j.TokenID]
+		if !ok || t.Hash != j.TokenHash {
+			return ErrTokenUnknown
+		}
+		switch {
+		case t.Revoked:
+			return ErrTokenRevoked
+		case !t.Expires.IsZero() && !c.Time.Before(t.Expires):
+			return ErrTokenExpired
+		case t.MaxUses > 0 && t.Uses >= t.MaxUses:
+			return ErrTokenUsedUp
+		case t.Role != "" && t.Role != j.Device.Role:
+			return fmt.Errorf("%w: token is for %q, device asked for %q", ErrTokenRole, t.Role, j.Device.Role)
+		}
+		if old, ok := s.Devices[j.Device.Name]; ok {
+			switch old.State {
+			case DeviceEvicted:
+				return ErrEvicted
+			case DeviceJoined:
+				return ErrNameTaken
+			}
+		}
+		t.Uses++
+		d := *j.Device
+		d.State = DeviceJoined
+		d.TokenID = t.ID
+		d.JoinedAt = c.Time
+		s.Devices[d.Name] = &d
+	case OpRemoveDevice:
+		d, ok := s.Devices[c.ID]
+		if !ok {
+			return ErrDeviceUnknown
+		}
+		d.State = DeviceEvicted
+	case OpCreateOperator:
+		if c.Operator == nil || c.Operator.ID == "" {
+			return fmt.Errorf("%w: operator without id", ErrBadCommand)
+		}
+		o := *c.Operator
+		s.Operators[o.ID] = &o
+	case OpRevokeOperator:
+		o, ok := s.Operators[c.ID]
+		if !ok {
+			return ErrOperatorGone
+		}
+		o.Revoked = true
+	case OpPutDocument, OpDeleteDocument:
+		var m map[string]json.RawMessage
+		switch c.Kind {
+		case "apps":
+			m = s.Apps
+		case "rollouts":
+			m = s.Rollouts
+		case "policies":
+			m = s.Policies
+		default:
+			return fmt.Errorf("%w: unknown document kind %q", ErrBadCommand, c.Kind)
+		}
+		if c.ID == "" {
+			return fmt.Errorf("%w: document without id", ErrBadCommand)
+		}
+		if c.Op == OpDeleteDocument {
+			if _, ok := m[c.ID]; !ok {
+				return fmt.Errorf("%w: no %s document %q", ErrBadCommand, c.Kind, c.ID)
+			}
+			delete(m, c.ID)
+		} else {
+			m[c.ID] = append(json.RawMessage(nil), c.Doc...)
+		}
+	default:
+		return fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
+	}
+	return nil
+}
+
+type snapshotData struct {
+	Spec    *Spec   `json:"spec"`
+	Secrets Secrets `json:"secrets"`
+}
+
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	b, err := json.Marshal(snapshotData{Spec: f.spec, Secrets: f.secrets})
+	if err != nil {
+		return nil, err
+	}
+	return &snapshot{data: b}, nil
+}
+
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	var d snapshotData
+	if err := json.NewDecoder(rc).Decode(&d); err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	if d.Spec == nil {
+		d.Spec = newSpec()
+	}
+	fill(d.Spec)
+	f.mu.Lock()
+	f.spec = d.Spec
+	f.secrets = d.Secrets
+	cb := f.onApply
+	v := d.Spec.Version
+	f.mu.Unlock()
+	if cb != nil {
+		cb(v)
+	}
+	return nil
+}
+
+type snapshot struct{ data []byte }
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s.data); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {}

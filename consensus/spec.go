@@ -1,0 +1,155 @@
+package consensus
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Device registration states kept in the spec. The live state a node reports
+// (ready, error, ...) rides gossip; the spec only records what the fleet
+// decided about the device.
+const (
+	DeviceProvisioning = "provisioning" // pre-registered, never joined
+	DeviceJoined       = "joined"
+	DeviceEvicted      = "evicted"
+)
+
+// Roles a device can have.
+var Roles = []string{"gateway", "sensor", "compute", "storage", "hybrid"}
+
+// ValidRole reports whether r is one of Roles.
+func ValidRole(r string) bool {
+	for _, x := range Roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// Operator credential roles.
+const (
+	OperatorAdmin  = "admin"
+	OperatorViewer = "viewer"
+)
+
+// Spec is the fleet spec: everything the fleet has decided. It is public
+// within the fleet: every node keeps a copy. Secrets never go in it; hashes
+// of high-entropy secrets do.
+type Spec struct {
+	// Version is the Raft index of the last change; it only grows.
+	Version   uint64                     `json:"version"`
+	ClusterID string                     `json:"cluster_id"`
+	CACertPEM string                     `json:"ca_cert_pem"`
+	Devices   map[string]*Device         `json:"devices"`
+	Tokens    map[string]*JoinToken      `json:"tokens"`
+	Operators map[string]*Operator       `json:"operators"`
+	Apps      map[string]json.RawMessage `json:"apps,omitempty"`
+	Rollouts  map[string]json.RawMessage `json:"rollouts,omitempty"`
+	Policies  map[string]json.RawMessage `json:"policies,omitempty"`
+}
+
+// Device is a registered device.
+type Device struct {
+	Name     string            `json:"name"`
+	Role     string            `json:"role"`
+	Site     string            `json:"site,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	State    string            `json:"state"`
+	TokenID  string            `json:"token_id,omitempty"`
+	JoinedAt time.Time         `json:"joined_at"`
+}
+
+// JoinToken is a join token as stored: the secret only as a hash.
+type JoinToken struct {
+	ID      string    `json:"id"`
+	Hash    string    `json:"hash"`
+	Role    string    `json:"role"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
+	// MaxUses is how many joins the token allows; 0 means unlimited.
+	MaxUses int  `json:"max_uses"`
+	Uses    int  `json:"uses"`
+	Revoked bool `json:"revoked,omitempty"`
+}
+
+// UsesLeft returns the remaining joins, or -1 for unlimited.
+func (t *JoinToken) UsesLeft() int {
+	if t.MaxUses == 0 {
+		return -1
+	}
+	return t.MaxUses - t.Uses
+}
+
+// Operator is an operator credential as stored: the secret only as a hash.
+type Operator struct {
+	ID      string    `json:"id"`
+	Hash    string    `json:"hash"`
+	Role    string    `json:"role"`
+	Name    string    `json:"name,omitempty"`
+	Created time.Time `json:"created"`
+	Revoked bool      `json:"revoked,omitempty"`
+}
+
+// Secrets are held by gateways only, in the FSM and its snapshots; they
+// never leave the gateways' Raft group except as the gossip key handed to a
+// node at join, over TLS.
+type Secrets struct {
+	CAKeyPEM  []byte `json:"ca_key_pem"`
+	GossipKey []byte `json:"gossip_key"`
+}
+
+func newSpec() *Spec {
+	return &Spec{
+		Devices:   map[string]*Device{},
+		Tokens:    map[string]*JoinToken{},
+		Operators: map[string]*Operator{},
+		Apps:      map[string]json.RawMessage{},
+		Rollouts:  map[string]json.RawMessage{},
+		Policies:  map[string]json.RawMessage{},
+	}
+}
+
+// Clone returns a deep copy of s.
+func (s *Spec) Clone() *Spec {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err) // the spec is plain data; marshalling cannot fail
+	}
+	out := newSpec()
+	if err := json.Unmarshal(b, out); err != nil {
+		panic(err)
+	}
+	return out
+}
+
+// DecodeSpec parses a spec from JSON, filling empty maps.
+func DecodeSpec(b []byte) (*Spec, error) {
+	s := newSpec()
+	if err := json.Unmarshal(b, s); err != nil {
+		return nil, err
+	}
+	fill(s)
+	return s, nil
+}
+
+func fill(s *Spec) {
+	if s.Devices == nil {
+		s.Devices = map[string]*Device{}
+	}
+	if s.Tokens == nil {
+		s.Tokens = map[string]*JoinToken{}
+	}
+	if s.Operators == nil {
+		s.Operators = map[string]*Operator{}
+	}
+	if s.Apps == nil {
+		s.Apps = map[string]json.RawMessage{}
+	}
+	if s.Rollouts == nil {
+		s.Rollouts = map[string]json.RawMessage{}
+	}
+	if s.Policies == nil {
+		s.Policies = map[string]json.RawMessage{}
+	}
+}

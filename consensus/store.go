@@ -1,0 +1,436 @@
+package consensus
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fleetmesh/fleetmesh/node/logwriter"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// Errors of the store.
+var (
+	ErrNotLeader = errors.New("not the raft leader")
+	ErrNoLeader  = errors.New("no quorum: no Raft leader is reachable; writes are refused until a majority of gateways is back")
+	ErrClosed    = errors.New("store closed")
+)
+
+// MaxVoters is the most voting gateways; further gateways join as non-voters.
+const MaxVoters = 5
+
+// Config configures a Store.
+type Config struct {
+	// NodeID is this gateway's name; it is also its Raft server ID.
+	NodeID string
+	// Dir holds raft.db and snapshots.
+	Dir string
+	// Bind is the Raft transport listen address (host:port; port 0 picks one).
+	Bind string
+	// Advertise is the address peers dial; empty means the bound address.
+	Advertise string
+	// ServerTLS must require client certificates of the fleet; ClientTLS
+	// presents this node's certificate.
+	ServerTLS, ClientTLS *tls.Config
+	// Dial, if set, is consulted before each outgoing connection (tests use
+	// it to partition the network).
+	Dial func(addr string) error
+	// Bootstrap makes this node the first voter of a new cluster.
+	Bootstrap bool
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+
+	Logger *slog.Logger
+}
+
+// Defaults for the Raft timings. They are far tighter than raft's WAN-safe
+// defaults (1 s): gateways of one fleet share a LAN or a WireGuard tunnel, and
+// the failover goal is 400 ms. Sites linked by slow links should raise them.
+const (
+	DefaultHeartbeatTimeout   = 250 * time.Millisecond
+	DefaultElectionTimeout    = 250 * time.Millisecond
+	DefaultLeaderLeaseTimeout = 125 * time.Millisecond
+	DefaultCommitTimeout      = 20 * time.Millisecond
+)
+
+func (c *Config) setDefaults() {
+	if c.HeartbeatTimeout == 0 {
+		c.HeartbeatTimeout = DefaultHeartbeatTimeout
+	}
+	if c.ElectionTimeout == 0 {
+		c.ElectionTimeout = DefaultElectionTimeout
+	}
+	if c.LeaderLeaseTimeout == 0 {
+		c.LeaderLeaseTimeout = DefaultLeaderLeaseTimeout
+	}
+	if c.CommitTimeout == 0 {
+		c.CommitTimeout = DefaultCommitTimeout
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = 2 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate checks the config.
+func (c *Config) Validate() error {
+	switch {
+	case c.NodeID == "":
+		return errors.New("consensus: NodeID is empty")
+	case c.Dir == "":
+		return errors.New("consensus: Dir is empty")
+	case c.ServerTLS == nil || c.ClientTLS == nil:
+		return errors.New("consensus: TLS configs are required")
+	case c.LeaderLeaseTimeout > c.HeartbeatTimeout:
+		return errors.New("consensus: LeaderLeaseTimeout must not exceed HeartbeatTimeout")
+	}
+	if _, _, err := net.SplitHostPort(c.Bind); err != nil {
+		return fmt.Errorf("consensus: Bind %q: %w", c.Bind, err)
+	}
+	return nil
+}
+
+// Store is one gateway's member of the Raft group and its copy of the spec.
+type Store struct {
+	cfg   Config
+	raft  *raft.Raft
+	fsm   *fsm
+	trans *raft.NetworkTransport
+	bolt  *raftboltdb.BoltStore
+	addr  string
+
+	mu        sync.Mutex
+	watchers  []chan struct{}
+	closed    bool
+	closeOnce sync.Once
+}
+
+// Open starts the Raft member. With Bootstrap and no existing state it
+// creates a single-voter cluster; otherwise it resumes from disk or waits to
+// be added by the leader.
+func Open(cfg Config) (*Store, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("consensus: data dir: %w", err)
+	}
+	s := &Store{cfg: cfg, fsm: newFSM()}
+	s.fsm.onApply = func(uint64) { s.notify() }
+
+	ln, err := net.Listen("tcp", cfg.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("consensus: listen %s: %w", cfg.Bind, err)
+	}
+	adv := cfg.Advertise
+	if adv == "" {
+		adv = ln.Addr().String()
+	}
+	advAddr, err := net.ResolveTCPAddr("tcp", adv)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("consensus: advertise %q: %w", adv, err)
+	}
+	s.addr = advAddr.String()
+	stream := &tlsStream{ln: tls.NewListener(ln, cfg.ServerTLS), adv: advAddr, client: cfg.ClientTLS, dial: cfg.Dial}
+	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Output: logwriter.New(cfg.Logger), Level: hclog.Info, DisableTime: true})
+	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 5 * time.Second, Logger: hl})
+
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
+	if err != nil {
+		s.trans.Close()
+		return nil, fmt.Errorf("consensus: open raft.db: %w", err)
+	}
+	s.bolt = bolt
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hl)
+	if err != nil {
+		s.closeTransport()
+		return nil, fmt.Errorf("consensus: snapshot store: %w", err)
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.Logger = hl
+	rc.BatchApplyCh = true
+
+	has, err := raft.HasExistingState(bolt, bolt, snaps)
+	if err != nil {
+		s.closeTransport()
+		return nil, fmt.Errorf("consensus: read state: %w", err)
+	}
+	r, err := raft.NewRaft(rc, s.fsm, bolt, bolt, snaps, s.trans)
+	if err != nil {
+		s.closeTransport()
+		return nil, fmt.Errorf("consensus: start raft: %w", err)
+	}
+	s.raft = r
+	if cfg.Bootstrap && !has {
+		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: raft.ServerAddress(s.addr), Suffrage: raft.Voter}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			s.Close()
+			return nil, fmt.Errorf("consensus: bootstrap: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Store) closeTransport() {
+	s.trans.Close()
+	if s.bolt != nil {
+		s.bolt.Close()
+	}
+}
+
+// Addr is the advertised Raft address.
+func (s *Store) Addr() string { return s.addr }
+
+// HasState reports whether the store has joined or bootstrapped a cluster.
+func (s *Store) HasState() bool {
+	f := s.raft.GetConfiguration()
+	return f.Error() == nil && len(f.Configuration().Servers) > 0
+}
+
+// Apply commits c through Raft. It must be called on the leader; elsewhere
+// it returns ErrNotLeader. A command the FSM refuses returns its reason.
+func (s *Store) Apply(ctx context.Context, c *Command) (uint64, error) {
+	if c.Time.IsZero() {
+		c.Time = time.Now().UTC()
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return 0, err
+	}
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	f := s.raft.Apply(b, timeout)
+	if err := f.Error(); err != nil {
+		return 0, s.wrapRaftErr(err)
+	}
+	res, _ := f.Response().(Result)
+	return res.Index, res.Err
+}
+
+func (s *Store) wrapRaftErr(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%w (%v)", ErrNoLeader, err)
+	}
+	return err
+}
+
+// Barrier waits until every committed entry is applied here and verifies
+// that this node is still the leader: after it, reads of the spec are
+// linearizable.
+func (s *Store) Barrier(timeout time.Duration) error {
+	if err := s.raft.VerifyLeader().Error(); err != nil {
+		return s.wrapRaftErr(err)
+	}
+	if err := s.raft.Barrier(timeout).Error(); err != nil {
+		return s.wrapRaftErr(err)
+	}
+	return nil
+}
+
+// View calls fn with the spec under a read lock. fn must not keep or change
+// the spec.
+func (s *Store) View(fn func(*Spec)) {
+	s.fsm.mu.RLock()
+	defer s.fsm.mu.RUnlock()
+	fn(s.fsm.spec)
+}
+
+// Spec returns a deep copy of the spec.
+func (s *Store) Spec() *Spec {
+	var c *Spec
+	s.View(func(sp *Spec) { c = sp.Clone() })
+	return c
+}
+
+// SpecJSON returns the spec as JSON and its version.
+func (s *Store) SpecJSON() ([]byte, uint64, error) {
+	s.fsm.mu.RLock()
+	defer s.fsm.mu.RUnlock()
+	b, err := json.Marshal(s.fsm.spec)
+	return b, s.fsm.spec.Version, err
+}
+
+// Secrets returns the gateway secrets (CA key, gossip key).
+func (s *Store) Secrets() Secrets {
+	s.fsm.mu.RLock()
+	defer s.fsm.mu.RUnlock()
+	return s.fsm.secrets
+}
+
+// Version is the applied spec version.
+func (s *Store) Version() uint64 {
+	s.fsm.mu.RLock()
+	defer s.fsm.mu.RUnlock()
+	return s.fsm.spec.Version
+}
+
+// Watch returns a channel that is signalled (without blocking the FSM)
+// whenever the spec changes.
+func (s *Store) Watch() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := make(chan struct{}, 1)
+	s.watchers = append(s.watchers, ch)
+	return ch
+}
+
+func (s *Store) notify() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ch := range s.watchers {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// IsLeader reports whether this node is the leader.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Leader returns the leader's ID (node name) and Raft address, if known.
+func (s *Store) Leader() (id, addr string) {
+	a, i := s.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// LeaderCh reports leadership changes (true: became leader).
+func (s *Store) LeaderCh() <-chan bool { return s.raft.LeaderCh() }
+
+// LastContact is when this node last heard from the leader; now if it is
+// the leader.
+func (s *Store) LastContact() time.Time {
+	if s.IsLeader() {
+		return time.Now()
+	}
+	return s.raft.LastContact()
+}
+
+// State is this node's Raft state (Leader, Follower, Candidate, Shutdown).
+func (s *Store) State() string { return s.raft.State().String() }
+
+// Server is a member of the Raft configuration.
+type Server struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Voter   bool   `json:"voter"`
+}
+
+// Servers lists the Raft configuration.
+func (s *Store) Servers() ([]Server, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var out []Server
+	for _, sv := range f.Configuration().Servers {
+		out = append(out, Server{ID: string(sv.ID), Address: string(sv.Address), Voter: sv.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// AddGateway adds a gateway to the Raft group: as a voter while there are
+// fewer than MaxVoters, otherwise as a non-voter. Leader only.
+func (s *Store) AddGateway(id, addr string) (voter bool, err error) {
+	servers, err := s.Servers()
+	if err != nil {
+		return false, err
+	}
+	voters := 0
+	for _, sv := range servers {
+		if sv.ID == id && sv.Address == addr {
+			return sv.Voter, nil
+		}
+		if sv.Voter {
+			voters++
+		}
+	}
+	if voters < MaxVoters {
+		err = s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second).Error()
+		return true, s.wrapRaftErr(err)
+	}
+	err = s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second).Error()
+	return false, s.wrapRaftErr(err)
+}
+
+// RemoveServer removes a gateway from the Raft group. Leader only.
+func (s *Store) RemoveServer(id string) error {
+	return s.wrapRaftErr(s.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error())
+}
+
+// Snapshot forces a snapshot now.
+func (s *Store) Snapshot() error { return s.raft.Snapshot().Error() }
+
+// Close shuts the member down. It does not leave the group: a restarted
+// gateway resumes its seat.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		err = s.raft.Shutdown().Error()
+		s.trans.Close()
+		s.bolt.Close()
+	})
+	return err
+}
+
+// tlsStream is Raft's StreamLayer over mutual TLS.
+type tlsStream struct {
+	ln     net.Listener
+	adv    net.Addr
+	client *tls.Config
+	dial   func(string) error
+}
+
+func (t *tlsStream) Accept() (net.Conn, error) { return t.ln.Accept() }
+func (t *tlsStream) Close() error              { return t.ln.Close() }
+func (t *tlsStream) Addr() net.Addr            { return t.adv }
+
+func (t *tlsStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if t.dial != nil {
+		if err := t.dial(string(addr)); err != nil {
+			return nil, err
+		}
+	}
+	d := &net.Dialer{Timeout: timeout}
+	conn, err := tls.DialWithDialer(d, "tcp", string(addr), t.client)
+	if err != nil {
+		return nil, err
+	}
+	return conn, nil
+}

@@ -1,0 +1,532 @@
+package mesh
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fleetmesh/fleetmesh/node/logwriter"
+	"github.com/hashicorp/memberlist"
+)
+
+// Errors.
+var (
+	ErrNoPeers = errors.New("no peer could be reached")
+)
+
+// Config configures the mesh. Zero timings take the defaults below.
+type Config struct {
+	// Bind is the gossip address (host:port; port 0 picks one).
+	Bind string
+	// Advertise overrides the address peers use.
+	Advertise string
+	// Keyring keys (16, 24 or 32 bytes); the first encrypts. Empty means
+	// unencrypted gossip, which only tests may use.
+	Keys [][]byte
+	// Dial, if set, is consulted before each packet or connection to addr;
+	// an error drops it (tests use it to partition the network).
+	Dial func(addr string) error
+
+	ProbeInterval           time.Duration
+	ProbeTimeout            time.Duration
+	SuspicionMult           int
+	SuspicionMaxTimeoutMult int
+	GossipInterval          time.Duration
+	GossipNodes             int
+	RetransmitMult          int
+	PushPullInterval        time.Duration
+	GossipToTheDeadTime     time.Duration
+
+	Logger *slog.Logger
+}
+
+// Defaults tuned for the detection goal (a hard-killed node is offline on
+// every peer within about a second on a LAN): memberlist's LAN profile probes
+// each second and waits several seconds of suspicion; we probe five times as
+// often, with a shorter suspicion, and lean on Lifeguard's local-health
+// awareness to stretch timeouts when this node itself is slow.
+const (
+	DefaultProbeInterval           = 200 * time.Millisecond
+	DefaultProbeTimeout            = 100 * time.Millisecond
+	DefaultSuspicionMult           = 3
+	DefaultSuspicionMaxTimeoutMult = 3
+	DefaultGossipInterval          = 50 * time.Millisecond
+	DefaultGossipNodes             = 4
+	DefaultRetransmitMult          = 4
+	DefaultPushPullInterval        = 15 * time.Second
+	DefaultGossipToTheDeadTime     = 5 * time.Second
+)
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	defi := func(d *int, v int) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.ProbeInterval, DefaultProbeInterval)
+	def(&c.ProbeTimeout, DefaultProbeTimeout)
+	defi(&c.SuspicionMult, DefaultSuspicionMult)
+	defi(&c.SuspicionMaxTimeoutMult, DefaultSuspicionMaxTimeoutMult)
+	def(&c.GossipInterval, DefaultGossipInterval)
+	defi(&c.GossipNodes, DefaultGossipNodes)
+	defi(&c.RetransmitMult, DefaultRetransmitMult)
+	def(&c.PushPullInterval, DefaultPushPullInterval)
+	def(&c.GossipToTheDeadTime, DefaultGossipToTheDeadTime)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate checks the config.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Bind); err != nil {
+		return fmt.Errorf("mesh: bind address %q: %w", c.Bind, err)
+	}
+	if c.ProbeTimeout >= c.ProbeInterval {
+		return errors.New("mesh: probe timeout must be shorter than the probe interval")
+	}
+	for i, k := range c.Keys {
+		if l := len(k); l != 16 && l != 24 && l != 32 {
+			return fmt.Errorf("mesh: gossip key %d is %d bytes; want 16, 24 or 32", i, l)
+		}
+	}
+	return nil
+}
+
+// Mesh is this node's membership in the gossip mesh.
+type Mesh struct {
+	cfg   Config
+	ml    *memberlist.Memberlist
+	queue *memberlist.TransmitLimitedQueue
+	log   *slog.Logger
+	// numNodes counts live members, for the broadcast queue's retransmit limit.
+	numNodes atomic.Int64
+
+	mu      sync.RWMutex
+	local   Record
+	members map[string]*Member
+	subs    []chan struct{}
+}
+
+// New starts the mesh with this node's identity and first health. It does
+// not contact anyone: call Join.
+func New(cfg Config, id Identity, h Health) (*Mesh, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m := &Mesh{cfg: cfg, log: cfg.Logger, members: map[string]*Member{}}
+	m.local = Record{Identity: id, Health: h, Seq: uint64(time.Now().UnixNano()), Sent: time.Now().UTC()}
+
+	host, portS, _ := net.SplitHostPort(cfg.Bind)
+	port, _ := strconv.Atoi(portS)
+	stdlog := log.New(logwriter.New(cfg.Logger), "", 0)
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{host}, BindPort: port, Logger: stdlog})
+	if err != nil {
+		return nil, fmt.Errorf("mesh: listen %s: %w", cfg.Bind, err)
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = id.Name
+	mc.BindAddr = host
+	mc.BindPort = nt.GetAutoBindPort()
+	mc.AdvertiseAddr = host
+	mc.AdvertisePort = mc.BindPort
+	if cfg.Advertise != "" {
+		ah, ap, err := net.SplitHostPort(cfg.Advertise)
+		if err != nil {
+			nt.Shutdown()
+			return nil, fmt.Errorf("mesh: advertise address %q: %w", cfg.Advertise, err)
+		}
+		mc.AdvertiseAddr = ah
+		mc.AdvertisePort, _ = strconv.Atoi(ap)
+	}
+	mc.Transport = &filterTransport{NetTransport: nt, dial: cfg.Dial}
+	mc.ProbeInterval = cfg.ProbeInterval
+	mc.ProbeTimeout = cfg.ProbeTimeout
+	mc.SuspicionMult = cfg.SuspicionMult
+	mc.SuspicionMaxTimeoutMult = cfg.SuspicionMaxTimeoutMult
+	mc.GossipInterval = cfg.GossipInterval
+	mc.GossipNodes = cfg.GossipNodes
+	mc.RetransmitMult = cfg.RetransmitMult
+	mc.PushPullInterval = cfg.PushPullInterval
+	mc.GossipToTheDeadTime = cfg.GossipToTheDeadTime
+	mc.DeadNodeReclaimTime = 2 * time.Second
+	mc.Logger = stdlog
+	mc.Delegate = &delegate{m}
+	mc.Events = &events{m}
+	if len(cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
+		if err != nil {
+			nt.Shutdown()
+			return nil, fmt.Errorf("mesh: keyring: %w", err)
+		}
+		mc.Keyring = kr
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	}
+	m.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return max(1, int(m.numNodes.Load())) }, RetransmitMult: cfg.RetransmitMult}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		nt.Shutdown()
+		return nil, fmt.Errorf("mesh: start: %w", err)
+	}
+	m.ml = ml
+	addr := m.Addr()
+	m.mu.Lock()
+	m.members[id.Name] = &Member{Record: m.local, Alive: true, LastSeen: time.Now(), Gossip: addr}
+	m.mu.Unlock()
+	return m, nil
+}
+
+// Addr is the advertised gossip address.
+func (m *Mesh) Addr() string {
+	n := m.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Join contacts the given gossip addresses; it succeeds if any answers.
+func (m *Mesh) Join(addrs []string) (int, error) {
+	var self []string
+	for _, a := range addrs {
+		if a != m.Addr() {
+			self = append(self, a)
+		}
+	}
+	if len(self) == 0 {
+		return 0, nil
+	}
+	n, err := m.ml.Join(self)
+	if n == 0 {
+		return 0, fmt.Errorf("%w: %v", ErrNoPeers, err)
+	}
+	return n, nil
+}
+
+// Update replaces this node's health and gossips it.
+func (m *Mesh) Update(h Health) {
+	addr := m.Addr()
+	m.mu.Lock()
+	m.local.Health = h
+	m.local.Seq = max(m.local.Seq+1, uint64(time.Now().UnixNano()))
+	m.local.Sent = time.Now().UTC()
+	rec := m.local
+	m.members[rec.Name] = &Member{Record: rec, Alive: true, LastSeen: time.Now(), Gossip: addr}
+	m.mu.Unlock()
+	m.broadcast(rec)
+	m.changed()
+}
+
+func (m *Mesh) broadcast(rec Record) {
+	m.queue.QueueBroadcast(&recordBroadcast{name: rec.Name, msg: append([]byte{msgRecord}, rec.encode()...)})
+}
+
+// Leave announces a graceful departure with reason, then leaves.
+func (m *Mesh) Leave(reason string, timeout time.Duration) error {
+	m.mu.Lock()
+	m.local.Leaving = reason
+	m.local.Seq = max(m.local.Seq+1, uint64(time.Now().UnixNano()))
+	rec := m.local
+	m.mu.Unlock()
+	// Tell peers directly (reliable, TCP) so the reason is not lost in the
+	// race with the leave message itself.
+	msg := append([]byte{msgRecord}, rec.encode()...)
+	for _, n := range m.ml.Members() {
+		if n.Name != rec.Name {
+			_ = m.ml.SendReliable(n, msg)
+		}
+	}
+	return m.ml.Leave(timeout)
+}
+
+// Shutdown stops gossip at once, without a leave message: to peers it looks
+// like a crash.
+func (m *Mesh) Shutdown() error { return m.ml.Shutdown() }
+
+// Members returns a copy of every member this node knows of, alive or not,
+// sorted by name.
+func (m *Mesh) Members() []Member {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]Member, 0, len(m.members))
+	for _, mb := range m.members {
+		c := *mb
+		if c.Name == m.local.Name {
+			c.LastSeen = time.Now()
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Member returns one member by name.
+func (m *Mesh) Member(name string) (Member, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	mb, ok := m.members[name]
+	if !ok {
+		return Member{}, false
+	}
+	c := *mb
+	if c.Name == m.local.Name {
+		c.LastSeen = time.Now()
+	}
+	return c, true
+}
+
+// Forget drops a member from this node's view (after eviction).
+func (m *Mesh) Forget(name string) {
+	m.mu.Lock()
+	delete(m.members, name)
+	m.mu.Unlock()
+	m.changed()
+}
+
+// AliveGossipAddrs returns the gossip addresses of live members other than
+// this node (for rejoining after a restart).
+func (m *Mesh) AliveGossipAddrs() []string {
+	var out []string
+	for _, n := range m.ml.Members() {
+		if n.Name != m.local.Name {
+			out = append(out, net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Subscribe returns a channel signalled when the view changes.
+func (m *Mesh) Subscribe() <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	m.mu.Lock()
+	m.subs = append(m.subs, ch)
+	m.mu.Unlock()
+	return ch
+}
+
+func (m *Mesh) changed() {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, ch := range m.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// merge takes a record heard from a peer; it reports whether it was news.
+func (m *Mesh) merge(r *Record) bool {
+	if r.Name == "" {
+		return false
+	}
+	// Ask memberlist before taking m.mu: memberlist calls our event hooks
+	// with its own lock held, so the lock order is always memberlist, then m.mu.
+	var mlAlive bool
+	var mlAddr string
+	for _, n := range m.ml.Members() {
+		if n.Name == r.Name {
+			mlAlive = true
+			mlAddr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+		}
+	}
+	m.mu.Lock()
+	if r.Name == m.local.Name {
+		// Someone holds an older record of us (from before a restart):
+		// make sure ours wins.
+		if r.Seq >= m.local.Seq {
+			m.local.Seq = r.Seq + 1
+			rec := m.local
+			m.mu.Unlock()
+			m.broadcast(rec)
+			return false
+		}
+		m.mu.Unlock()
+		return false
+	}
+	old, ok := m.members[r.Name]
+	if ok && old.Seq >= r.Seq {
+		m.mu.Unlock()
+		return false
+	}
+	// A record alone does not make a member alive: memberlist's verdict does.
+	mb := &Member{Record: *r, LastSeen: time.Now()}
+	if !ok {
+		mb.Alive, mb.Gossip = mlAlive, mlAddr
+	}
+	if ok {
+		mb.Alive = old.Alive
+		mb.Gossip = old.Gossip
+		mb.OfflineReason = old.OfflineReason
+		if !old.Alive && r.Leaving == "" {
+			mb.LastSeen = old.LastSeen
+		}
+	}
+	if r.Leaving != "" {
+		mb.OfflineReason = "left: " + r.Leaving
+	}
+	m.members[r.Name] = mb
+	m.mu.Unlock()
+	m.changed()
+	return true
+}
+
+func (m *Mesh) setAlive(n *memberlist.Node, alive bool) {
+	m.mu.Lock()
+	mb, ok := m.members[n.Name]
+	if !ok {
+		mb = &Member{Record: Record{Identity: Identity{Name: n.Name}}}
+		m.members[n.Name] = mb
+	}
+	mb.Gossip = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	if alive {
+		if !mb.Alive {
+			m.numNodes.Add(1)
+		}
+		mb.Alive = true
+		mb.OfflineReason = ""
+		mb.LastSeen = time.Now()
+	} else if n.Name != m.local.Name {
+		if mb.Alive {
+			m.numNodes.Add(-1)
+		}
+		mb.Alive = false
+		switch {
+		case mb.Leaving != "":
+			mb.OfflineReason = "left: " + mb.Leaving
+		case n.State == memberlist.StateLeft:
+			mb.OfflineReason = "left"
+		default:
+			mb.OfflineReason = "failed: no response to probes"
+		}
+	}
+	m.mu.Unlock()
+	m.changed()
+}
+
+const msgRecord byte = 1
+
+type delegate struct{ m *Mesh }
+
+func (d *delegate) NodeMeta(limit int) []byte { return nil }
+
+func (d *delegate) NotifyMsg(b []byte) {
+	if len(b) < 2 || b[0] != msgRecord {
+		return
+	}
+	var r Record
+	if err := json.Unmarshal(b[1:], &r); err != nil {
+		return
+	}
+	if d.m.merge(&r) {
+		// Rebroadcast news so it spreads epidemically even when the sender's
+		// own retransmissions run out.
+		d.m.broadcast(r)
+	}
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.m.queue.GetBroadcasts(overhead, limit)
+}
+
+func (d *delegate) LocalState(join bool) []byte {
+	d.m.mu.RLock()
+	recs := make([]Record, 0, len(d.m.members))
+	for _, mb := range d.m.members {
+		if mb.Alive {
+			recs = append(recs, mb.Record)
+		}
+	}
+	d.m.mu.RUnlock()
+	b, _ := json.Marshal(recs)
+	return b
+}
+
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	var recs []Record
+	if err := json.Unmarshal(buf, &recs); err != nil {
+		return
+	}
+	for i := range recs {
+		d.m.merge(&recs[i])
+	}
+}
+
+type events struct{ m *Mesh }
+
+func (e *events) NotifyJoin(n *memberlist.Node)   { e.m.setAlive(n, true) }
+func (e *events) NotifyLeave(n *memberlist.Node)  { e.m.setAlive(n, false) }
+func (e *events) NotifyUpdate(n *memberlist.Node) {}
+
+type recordBroadcast struct {
+	name string
+	msg  []byte
+}
+
+func (b *recordBroadcast) Invalidates(o memberlist.Broadcast) bool {
+	ob, ok := o.(*recordBroadcast)
+	return ok && ob.name == b.name
+}
+func (b *recordBroadcast) Message() []byte { return b.msg }
+func (b *recordBroadcast) Finished()       {}
+
+// filterTransport drops traffic to addresses its dial hook refuses.
+type filterTransport struct {
+	*memberlist.NetTransport
+	dial func(addr string) error
+}
+
+func (t *filterTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	if t.dial != nil && t.dial(addr) != nil {
+		return time.Now(), nil // dropped, as a cut cable would
+	}
+	return t.NetTransport.WriteTo(b, addr)
+}
+
+func (t *filterTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	return t.WriteTo(b, a.Addr)
+}
+
+func (t *filterTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	if t.dial != nil {
+		if err := t.dial(addr); err != nil {
+			return nil, err
+		}
+	}
+	return t.NetTransport.DialTimeout(addr, timeout)
+}
+
+func (t *filterTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	return t.DialTimeout(a.Addr, timeout)
+}
+
+// FailedAddrs returns the gossip addresses of members that failed (not those
+// that left): the reconnect loop keeps knocking on them, as serf does, so a
+// healed partition merges again.
+func (m *Mesh) FailedAddrs() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []string
+	for _, mb := range m.members {
+		if !mb.Alive && mb.Leaving == "" && mb.Gossip != "" && mb.Name != m.local.Name {
+			out = append(out, mb.Gossip)
+		}
+	}
+	return out
+}
+
+// NumAlive is the number of live members, this node included.
+func (m *Mesh) NumAlive() int { return m.ml.NumMembers() }

@@ -1,0 +1,128 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"regexp"
+	"time"
+
+	"github.com/fleetmesh/fleetmesh/consensus"
+	"github.com/fleetmesh/fleetmesh/mesh"
+)
+
+// Config configures one node. The zero value of each timing means its
+// default; Validate says what is wrong with the rest.
+type Config struct {
+	// DataDir holds the node's identity, keys, Raft state and spec copy.
+	DataDir string
+	// Name is the node's unique name in the fleet (defaults to the host name
+	// on first start; a restart keeps the stored one).
+	Name   string
+	Role   string
+	Site   string
+	Labels map[string]string
+
+	// Bind is the gossip address; API the HTTPS API address; RaftBind the
+	// Raft transport address (gateways). Port 0 picks a free port.
+	Bind     string
+	API      string
+	RaftBind string
+	// Advertise* override the addresses peers use (behind NAT or tunnels).
+	AdvertiseAPI string
+
+	// Bootstrap creates a new fleet with this node as its first gateway.
+	Bootstrap bool
+	// Join is a join token; ignored when the data dir already holds an
+	// identity.
+	Join string
+
+	// HealthInterval is how often the node gossips its health.
+	HealthInterval time.Duration
+
+	Mesh mesh.Config      // timings and keys are filled by the node
+	Raft consensus.Config // timings only; the node fills the rest
+
+	// Dial, if set, is consulted before every outgoing packet or connection
+	// (gossip, Raft, API calls to peers). Tests use it to partition nodes.
+	Dial func(addr string) error
+
+	// MetricsOpen serves /metrics without a credential.
+	MetricsOpen bool
+
+	Logger *slog.Logger
+}
+
+// DefaultHealthInterval is how often health is gossiped.
+const DefaultHealthInterval = 2 * time.Second
+
+var (
+	nameRE  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	labelRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_.-]{0,62})$`)
+)
+
+// ValidName reports whether s is a valid node name (a DNS label).
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// Validate checks the config; errors name the setting.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data-dir: required"))
+	}
+	if c.Name != "" && !ValidName(c.Name) {
+		errs = append(errs, fmt.Errorf("name: %q must be lower-case letters, digits and '-', at most 63 characters", c.Name))
+	}
+	if c.Role != "" && !consensus.ValidRole(c.Role) {
+		errs = append(errs, fmt.Errorf("role: %q is not one of %v", c.Role, consensus.Roles))
+	}
+	if c.Site != "" && !labelRE.MatchString(c.Site) {
+		errs = append(errs, fmt.Errorf("site: %q must be letters, digits, '_', '.', '-'", c.Site))
+	}
+	for k, v := range c.Labels {
+		if !labelRE.MatchString(k) {
+			errs = append(errs, fmt.Errorf("label %q: key must be letters, digits, '_', '.', '-'", k))
+		}
+		if len(v) > 63 {
+			errs = append(errs, fmt.Errorf("label %q: value longer than 63 characters", k))
+		}
+	}
+	for flag, a := range map[string]string{"bind": c.Bind, "api": c.API, "raft": c.RaftBind} {
+		if a == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q is not host:port", flag, a))
+		}
+	}
+	if c.Bootstrap && c.Join != "" {
+		errs = append(errs, errors.New("bootstrap and join: choose one: --bootstrap creates a new fleet, --join joins an existing one"))
+	}
+	if c.Bootstrap && c.Role != "" && c.Role != "gateway" {
+		errs = append(errs, fmt.Errorf("role: a fleet is bootstrapped by a gateway, not a %s", c.Role))
+	}
+	if c.HealthInterval < 0 {
+		errs = append(errs, errors.New("health-interval: must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) setDefaults() {
+	if c.Bind == "" {
+		c.Bind = "0.0.0.0:7946"
+	}
+	if c.API == "" {
+		c.API = "127.0.0.1:7400"
+	}
+	if c.RaftBind == "" {
+		host, _, _ := net.SplitHostPort(c.Bind)
+		c.RaftBind = net.JoinHostPort(host, "7947")
+	}
+	if c.HealthInterval == 0 {
+		c.HealthInterval = DefaultHealthInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}

@@ -1,0 +1,78 @@
+package node
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shirou/gopsutil/v3/cpu"
+	"github.com/shirou/gopsutil/v3/disk"
+	"github.com/shirou/gopsutil/v3/host"
+	"github.com/shirou/gopsutil/v3/load"
+	"github.com/shirou/gopsutil/v3/mem"
+)
+
+// hostSample is one reading of the host's vitals.
+type hostSample struct {
+	CPU, Mem, Disk, Load1 float64
+	TempC                 *float64
+	Uptime                uint64
+}
+
+// hostSampler reads host metrics with gopsutil. One sampler is shared by all
+// nodes in a process (test fleets run many), and readings are cached briefly:
+// the host is the same for all of them.
+type hostSampler struct {
+	mu   sync.Mutex
+	at   time.Time
+	path string
+	last hostSample
+}
+
+var sharedSampler = &hostSampler{}
+
+func (s *hostSampler) sample(diskPath string) hostSample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if time.Since(s.at) < time.Second && s.path == diskPath {
+		return s.last
+	}
+	var h hostSample
+	if p, err := cpu.Percent(0, false); err == nil && len(p) > 0 {
+		h.CPU = round1(p[0])
+	}
+	if v, err := mem.VirtualMemory(); err == nil {
+		h.Mem = round1(v.UsedPercent)
+	}
+	if d, err := disk.Usage(diskPath); err == nil {
+		h.Disk = round1(d.UsedPercent)
+	}
+	if l, err := load.Avg(); err == nil {
+		h.Load1 = l.Load1
+	}
+	if u, err := host.Uptime(); err == nil {
+		h.Uptime = u
+	}
+	h.TempC = boardTemp()
+	s.at, s.path, s.last = time.Now(), diskPath, h
+	return h
+}
+
+// boardTemp reads the SoC temperature where the board has a sensor (a Pi's
+// thermal_zone0 is the CPU); nil where there is none.
+func boardTemp() *float64 {
+	b, err := os.ReadFile("/sys/class/thermal/thermal_zone0/temp")
+	if err != nil {
+		return nil
+	}
+	milli, err := strconv.ParseFloat(strings.TrimSpace(string(b)), 64)
+	if err != nil {
+		return nil
+	}
+	t := round1(milli / 1000)
+	return &t
+}
+
+func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }

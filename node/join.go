@@ -1,0 +1,400 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/fleetmesh/fleetmesh/consensus"
+	"github.com/fleetmesh/fleetmesh/node/api"
+	"github.com/fleetmesh/fleetmesh/node/jointoken"
+	"github.com/fleetmesh/fleetmesh/node/pki"
+)
+
+// ErrJoinRefused wraps the fleet's reason for refusing a join.
+var ErrJoinRefused = errors.New("join refused")
+
+// join joins an existing fleet with the token in the config.
+func (n *Node) join() error {
+	tok, err := jointoken.Parse(n.cfg.Join)
+	if err != nil {
+		return fmt.Errorf("join: %w", err)
+	}
+	name := n.cfg.Name
+	if name == "" {
+		name = defaultName()
+	}
+	role := n.cfg.Role
+	if role == "" {
+		return errors.New("role: required when joining (gateway, sensor, compute, storage or hybrid)")
+	}
+	if err := n.listenAPI(0); err != nil {
+		return err
+	}
+	key, keyPEM, err := pki.NewKey()
+	if err != nil {
+		return err
+	}
+	csr, err := pki.CSR(name, key)
+	if err != nil {
+		return err
+	}
+	req := api.JoinRequest{TokenID: tok.ID, Secret: tok.Secret, Name: name, Role: role, Site: n.cfg.Site, Labels: n.cfg.Labels, CSR: string(csr), API: n.apiAddr, Gossip: n.cfg.Bind}
+	resp, err := n.sendJoin(tok, req)
+	if err != nil {
+		return err
+	}
+	if n.id, err = pki.LoadIdentity([]byte(resp.Cert), keyPEM, []byte(resp.CA)); err != nil {
+		return fmt.Errorf("join: the fleet sent an unusable certificate: %w", err)
+	}
+	for _, k := range resp.GossipKeys {
+		raw, err := base64.StdEncoding.DecodeString(k)
+		if err != nil {
+			return fmt.Errorf("join: the fleet sent a bad gossip key: %w", err)
+		}
+		n.keys = append(n.keys, raw)
+	}
+	n.state = persisted{Name: name, Role: role, Site: n.cfg.Site, Labels: n.cfg.Labels, ClusterID: resp.ClusterID, Addrs: tok.Addrs}
+	if role == "gateway" {
+		if err := n.openStore(false, 0); err != nil {
+			return err
+		}
+		if err := n.requestRaftSeat(tok.Addrs); err != nil {
+			return err
+		}
+	}
+	if err := n.startMesh(resp.Seeds); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{fileKey, keyPEM}, {fileCert, []byte(resp.Cert)}, {fileCA, []byte(resp.CA)}} {
+		if err := n.dir.write(f.name, f.data, 0o600); err != nil {
+			return err
+		}
+	}
+	if err := n.saveKeys(); err != nil {
+		return err
+	}
+	if n.store == nil {
+		// Fetch the spec now so the node answers from it at once; the sync
+		// loop keeps it current.
+		n.syncSpec(resp.Index)
+	}
+	return n.saveState()
+}
+
+// sendJoin presents the token to the fleet's addresses in turn. The secret
+// is sent only over a TLS connection whose CA matches the token's pin.
+func (n *Node) sendJoin(tok jointoken.Token, req api.JoinRequest) (*api.JoinResponse, error) {
+	body, _ := json.Marshal(req)
+	var errs []error
+	for _, addr := range tok.Addrs {
+		var found *x509.Certificate
+		client := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: pki.PinnedTLS(tok.Pin, func(c *x509.Certificate) { found = c }),
+			DialContext:     n.dialContext,
+		}}
+		hr, err := http.NewRequest(http.MethodPost, "https://"+addr+"/v1/join", bytes.NewReader(body))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		hr.Header.Set("Content-Type", "application/json")
+		res, err := client.Do(hr)
+		client.CloseIdleConnections()
+		if err != nil {
+			if errors.Is(err, pki.ErrPinMismatch) || strings.Contains(err.Error(), pki.ErrPinMismatch.Error()) {
+				return nil, fmt.Errorf("join: refusing %s: %w (is the token for this fleet?); the token secret was not sent", addr, pki.ErrPinMismatch)
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			continue
+		}
+		b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			var e api.Error
+			json.Unmarshal(b, &e)
+			if res.StatusCode >= 400 && res.StatusCode < 500 {
+				return nil, fmt.Errorf("%w by %s: %s", ErrJoinRefused, addr, e.Error)
+			}
+			errs = append(errs, fmt.Errorf("%s: %s (HTTP %d)", addr, e.Error, res.StatusCode))
+			continue
+		}
+		_ = found
+		var jr api.JoinResponse
+		if err := json.Unmarshal(b, &jr); err != nil {
+			errs = append(errs, fmt.Errorf("%s: bad answer: %w", addr, err))
+			continue
+		}
+		return &jr, nil
+	}
+	return nil, fmt.Errorf("join: no fleet address answered: %w", errors.Join(errs...))
+}
+
+// requestRaftSeat asks the leader (through any known address) to add this
+// gateway to the Raft group. It retries for a while: the leader may be
+// changing.
+func (n *Node) requestRaftSeat(addrs []string) error {
+	body, _ := json.Marshal(raftSeatRequest{Name: n.state.Name, Addr: n.store.Addr()})
+	deadline := time.Now().Add(30 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		targets := append([]string(nil), addrs...)
+		if n.mesh != nil {
+			for _, m := range n.mesh.Members() {
+				if m.Alive && m.Role == "gateway" && m.Name != n.state.Name {
+					targets = append(targets, m.API)
+				}
+			}
+		}
+		for _, a := range targets {
+			var out api.WriteResult
+			if err := n.peerCall(n.ctx, http.MethodPost, a, "/internal/v1/raft/add", body, &out); err != nil {
+				last = err
+				continue
+			}
+			return nil
+		}
+		select {
+		case <-n.ctx.Done():
+			return n.ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("join: could not get a Raft seat: %w", last)
+}
+
+type raftSeatRequest struct {
+	Name string `json:"name"`
+	Addr string `json:"addr"`
+}
+
+// handleJoin is POST /v1/join on any node: gateways process it on the
+// leader; other nodes pass it to the leader over mutual TLS.
+func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
+	var req api.JoinRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if err := validateJoin(&req); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	n.processJoin(w, r, &req)
+}
+
+// handleInternalJoin is the forwarded join, between nodes.
+func (n *Node) handleInternalJoin(w http.ResponseWriter, r *http.Request) {
+	var req api.JoinRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if err := validateJoin(&req); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	n.processJoin(w, r, &req)
+}
+
+func validateJoin(req *api.JoinRequest) error {
+	switch {
+	case req.TokenID == "" || req.Secret == "":
+		return errors.New("token_id and secret: required")
+	case !ValidName(req.Name):
+		return fmt.Errorf("name: %q must be lower-case letters, digits and '-'", req.Name)
+	case !consensus.ValidRole(req.Role):
+		return fmt.Errorf("role: %q is not one of %v", req.Role, consensus.Roles)
+	case req.CSR == "":
+		return errors.New("csr: required")
+	}
+	return nil
+}
+
+func (n *Node) processJoin(w http.ResponseWriter, r *http.Request, req *api.JoinRequest) {
+	if !n.IsLeader() {
+		leader, err := n.leaderAPI()
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		body, _ := json.Marshal(req)
+		var out api.JoinResponse
+		if err := n.peerCall(r.Context(), http.MethodPost, leader, "/internal/v1/join", body, &out); err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	cmd := &consensus.Command{Op: consensus.OpJoin, Join: &consensus.JoinCommand{
+		TokenID: req.TokenID, TokenHash: jointoken.HashSecret(req.TokenID, req.Secret),
+		Device: &consensus.Device{Name: req.Name, Role: req.Role, Site: req.Site, Labels: req.Labels},
+	}}
+	idx, err := n.store.Apply(r.Context(), cmd)
+	if err != nil {
+		n.log.Info("join refused", "device", req.Name, "token_id", req.TokenID, "reason", err)
+		writeErr(w, err)
+		return
+	}
+	sec := n.store.Secrets()
+	var caPEM string
+	n.store.View(func(s *consensus.Spec) { caPEM = s.CACertPEM })
+	ca, err := pki.LoadCA([]byte(caPEM), sec.CAKeyPEM)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, errors.New("gateway cannot load the fleet CA"))
+		return
+	}
+	certPEM, err := ca.Sign([]byte(req.CSR), req.Name, req.Role, hostIPs(req.API, req.Gossip), nil)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("csr: %w", err))
+		return
+	}
+	seeds := []string{n.mesh.Addr()}
+	for _, m := range n.mesh.Members() {
+		if m.Alive && m.Gossip != "" && m.Name != n.state.Name {
+			seeds = append(seeds, m.Gossip)
+		}
+	}
+	n.log.Info("device joined", "device", req.Name, "role", req.Role, "token_id", req.TokenID)
+	writeJSON(w, http.StatusOK, api.JoinResponse{
+		ClusterID: n.state.ClusterID, Cert: string(certPEM), CA: caPEM,
+		GossipKeys: []string{base64.StdEncoding.EncodeToString(sec.GossipKey)},
+		Seeds:      seeds, Index: idx,
+	})
+}
+
+// handleRaftAdd gives a joined gateway its Raft seat. Only a gateway's own
+// certificate may ask, for itself.
+func (n *Node) handleRaftAdd(w http.ResponseWriter, r *http.Request) {
+	var req raftSeatRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	peer := peerCert(r)
+	if peer == nil || peer.Subject.CommonName != req.Name || pki.RoleOf(peer) != "gateway" {
+		writeError(w, http.StatusForbidden, errors.New("only a gateway may ask for its own Raft seat"))
+		return
+	}
+	if _, _, err := net.SplitHostPort(req.Addr); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("addr: %q is not host:port", req.Addr))
+		return
+	}
+	if !n.IsLeader() {
+		leader, err := n.leaderAPI()
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		// Forwarding would present our certificate, not the requester's:
+		// tell the requester where the leader is instead.
+		writeError(w, http.StatusMisdirectedRequest, fmt.Errorf("not the leader; ask %s", leader))
+		return
+	}
+	var known bool
+	n.store.View(func(s *consensus.Spec) {
+		d, ok := s.Devices[req.Name]
+		known = ok && d.State == consensus.DeviceJoined && d.Role == "gateway"
+	})
+	if !known {
+		writeError(w, http.StatusForbidden, fmt.Errorf("%s is not a joined gateway of this fleet", req.Name))
+		return
+	}
+	voter, err := n.store.AddGateway(req.Name, req.Addr)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	n.log.Info("gateway added to raft", "gateway", req.Name, "voter", voter)
+	writeJSON(w, http.StatusOK, api.WriteResult{Index: n.store.Version()})
+}
+
+func peerCert(r *http.Request) *x509.Certificate {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return r.TLS.VerifiedChains[0][0]
+}
+
+// peerCall is a node-to-node call over mutual TLS.
+func (n *Node) peerCall(ctx context.Context, method, addr, path string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "https://"+addr+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := n.peerClient().Do(req)
+	if err != nil {
+		return &unreachableError{addr: addr, err: err}
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
+	if err != nil {
+		return &unreachableError{addr: addr, err: err}
+	}
+	if res.StatusCode/100 != 2 {
+		var e api.Error
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(b))
+		}
+		return &httpError{code: res.StatusCode, msg: e.Error}
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+type unreachableError struct {
+	addr string
+	err  error
+}
+
+func (e *unreachableError) Error() string { return fmt.Sprintf("%s unreachable: %v", e.addr, e.err) }
+func (e *unreachableError) Unwrap() error { return e.err }
+
+// httpError is an error with the status code to answer with.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func (n *Node) peerClient() *http.Client {
+	n.peerOnce.Do(func() {
+		n.peer = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			TLSClientConfig:     n.id.ClientTLS(),
+			DialContext:         n.dialContext,
+			MaxIdleConnsPerHost: 16,
+			IdleConnTimeout:     60 * time.Second,
+		}}
+	})
+	return n.peer
+}
+
+func (n *Node) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if n.cfg.Dial != nil {
+		if err := n.cfg.Dial(addr); err != nil {
+			return nil, err
+		}
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}

@@ -1,0 +1,306 @@
+package node
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/fleetmesh/fleetmesh/consensus"
+	"github.com/fleetmesh/fleetmesh/mesh"
+	"github.com/fleetmesh/fleetmesh/node/jointoken"
+)
+
+func jointokenPin(ca *x509.Certificate) string { return jointoken.PinOf(ca) }
+
+// selfState is the state this node reports about itself.
+func (n *Node) selfState() string {
+	if n.specVersion() == 0 {
+		return mesh.StateInitializing
+	}
+	return mesh.StateReady
+}
+
+// health is this node's current health summary.
+func (n *Node) health() mesh.Health {
+	s := sharedSampler.sample(n.cfg.DataDir)
+	h := mesh.Health{
+		State: n.selfState(), CPUPercent: s.CPU, MemPercent: s.Mem, DiskPercent: s.Disk, TempC: s.TempC,
+		Load1: s.Load1, UptimeSec: s.Uptime, SpecVersion: n.specVersion(),
+	}
+	if n.store != nil {
+		h.Leader, _ = n.store.Leader()
+	}
+	return h
+}
+
+// healthLoop gossips health every HealthInterval, and at once when the spec
+// or the leader changes.
+func (n *Node) healthLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.HealthInterval)
+	defer t.Stop()
+	var specCh <-chan struct{}
+	var leaderCh <-chan bool
+	if n.store != nil {
+		specCh = n.store.Watch()
+		leaderCh = n.store.LeaderCh()
+	}
+	fast := time.NewTicker(200 * time.Millisecond)
+	defer fast.Stop()
+	lastLeader := ""
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		case <-specCh:
+		case <-leaderCh:
+		case <-fast.C:
+			// Leader changes are not always signalled on LeaderCh (followers
+			// learn of a new leader silently): check cheaply.
+			if n.store == nil {
+				continue
+			}
+			if id, _ := n.store.Leader(); id == lastLeader {
+				continue
+			}
+		}
+		h := n.health()
+		lastLeader = h.Leader
+		n.mesh.Update(h)
+	}
+}
+
+// peersLoop remembers live peers' gossip addresses so a restart rejoins
+// without a token.
+func (n *Node) peersLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	var last []string
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		p := n.mesh.AliveGossipAddrs()
+		if len(p) == 0 || slices.Equal(p, last) {
+			continue
+		}
+		if err := n.dir.writeJSON(filePeers, p); err != nil {
+			n.log.Warn("cannot save peers", "err", err)
+			continue
+		}
+		last = p
+	}
+}
+
+// reconnectLoop knocks on failed members and remembered peers, so a healed
+// partition or a fleet that comes back after an outage merges again.
+func (n *Node) reconnectLoop() {
+	defer n.wg.Done()
+	interval := n.cfg.Mesh.ProbeInterval * 5
+	if interval == 0 {
+		interval = time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		addrs := n.mesh.FailedAddrs()
+		if n.mesh.NumAlive() <= 1 {
+			var peers []string
+			if b, err := n.dir.read(filePeers); err == nil {
+				json.Unmarshal(b, &peers)
+			}
+			addrs = append(addrs, peers...)
+		}
+		if len(addrs) == 0 {
+			continue
+		}
+		rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+		if len(addrs) > 3 {
+			addrs = addrs[:3]
+		}
+		n.mesh.Join(addrs)
+	}
+}
+
+// specSyncLoop keeps an edge node's spec copy current: when gossip shows a
+// newer spec version on a peer, it fetches the spec from a gateway that has
+// it (or any peer that does).
+func (n *Node) specSyncLoop() {
+	defer n.wg.Done()
+	sub := n.mesh.Subscribe()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-sub:
+		case <-t.C:
+		}
+		n.syncSpec(0)
+	}
+}
+
+// syncSpec fetches the spec if some peer has a newer one than ours (or at
+// least version want).
+func (n *Node) syncSpec(want uint64) {
+	have := n.specVersion()
+	type cand struct {
+		api     string
+		version uint64
+		gateway bool
+	}
+	var cands []cand
+	for _, m := range n.mesh.Members() {
+		if m.Alive && m.Name != n.state.Name && m.API != "" && m.Health.SpecVersion > have {
+			cands = append(cands, cand{m.API, m.Health.SpecVersion, m.Role == "gateway"})
+		}
+	}
+	if len(cands) == 0 && want > have {
+		for _, a := range n.state.Addrs {
+			cands = append(cands, cand{a, want, true})
+		}
+	}
+	// Gateways first (they are the source), newest first.
+	slices.SortFunc(cands, func(a, b cand) int {
+		if a.gateway != b.gateway {
+			if a.gateway {
+				return -1
+			}
+			return 1
+		}
+		return int(b.version) - int(a.version)
+	})
+	for _, c := range cands {
+		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+		var raw json.RawMessage
+		err := n.peerCall(ctx, http.MethodGet, c.api, "/internal/v1/spec", nil, &raw)
+		cancel()
+		if err != nil {
+			continue
+		}
+		sp, err := consensus.DecodeSpec(raw)
+		if err != nil || sp.Version <= have {
+			continue
+		}
+		if sp.ClusterID != n.state.ClusterID {
+			n.log.Warn("peer served a spec of another fleet; ignored", "peer", c.api)
+			continue
+		}
+		if err := n.dir.write(fileSpec, raw, 0o600); err != nil {
+			n.log.Warn("cannot save spec copy", "err", err)
+		}
+		n.specMu.Lock()
+		if n.spec == nil || sp.Version > n.spec.Version {
+			n.spec = sp
+		}
+		n.specMu.Unlock()
+		n.mesh.Update(n.health())
+		return
+	}
+}
+
+// apply commits a command through the leader: locally when this node leads,
+// otherwise forwarded over mutual TLS. While an election is under way it
+// waits up to WriteHoldTimeout for a leader; then it fails with "no quorum".
+func (n *Node) apply(ctx context.Context, c *consensus.Command) (uint64, error) {
+	if c.Time.IsZero() {
+		c.Time = time.Now().UTC()
+	}
+	body, err := json.Marshal(c)
+	if err != nil {
+		return 0, err
+	}
+	deadline := time.Now().Add(writeHold)
+	for {
+		var idx uint64
+		var err error
+		if n.IsLeader() {
+			idx, err = n.store.Apply(ctx, c)
+		} else {
+			var leader string
+			leader, err = n.leaderAPI()
+			if err == nil {
+				var out struct{ Index uint64 }
+				err = n.peerCall(ctx, http.MethodPost, leader, "/internal/v1/apply", body, &out)
+				idx = out.Index
+			}
+		}
+		if err == nil || !retryable(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			if err != nil && retryable(err) {
+				return 0, n.noQuorum(err)
+			}
+			return idx, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, n.noQuorum(ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// writeHold is how long a write waits for a leader before failing.
+var writeHold = 2 * time.Second
+
+func retryable(err error) bool {
+	var ue *unreachableError
+	var he *httpError
+	switch {
+	case errors.Is(err, consensus.ErrNoLeader), errors.Is(err, consensus.ErrNotLeader), errors.As(err, &ue):
+		return true
+	case errors.As(err, &he):
+		return he.code == http.StatusServiceUnavailable
+	}
+	return false
+}
+
+// noQuorum explains a failed write in terms an operator can act on.
+func (n *Node) noQuorum(cause error) error {
+	total, reach := 0, 0
+	for _, m := range n.mesh.Members() {
+		if m.Role == "gateway" {
+			total++
+			if m.Alive {
+				reach++
+			}
+		}
+	}
+	return fmt.Errorf("%w (%d of %d gateways reachable from %s; last error: %v)", consensus.ErrNoLeader, reach, total, n.state.Name, cause)
+}
+
+// leaderAPI returns the API address of the leader, or ErrNoLeader.
+func (n *Node) leaderAPI() (string, error) {
+	var name string
+	if n.store != nil {
+		name, _ = n.store.Leader()
+	} else {
+		name, _ = n.gossipLeader()
+	}
+	if name == "" {
+		return "", consensus.ErrNoLeader
+	}
+	m, ok := n.mesh.Member(name)
+	if !ok || m.API == "" {
+		return "", fmt.Errorf("%w: leader %s is not in this node's view", consensus.ErrNoLeader, name)
+	}
+	if !m.Alive {
+		return "", fmt.Errorf("%w: leader %s is unreachable from here", consensus.ErrNoLeader, name)
+	}
+	return m.API, nil
+}
