@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fleetmesh/fleetmesh/node/logwriter"
+	"github.com/fleetmesh/fleetmesh/node/netgate"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -153,7 +154,9 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("consensus: advertise %q: %w", adv, err)
 	}
 	s.addr = advAddr.String()
-	stream := &tlsStream{ln: tls.NewListener(ln, cfg.ServerTLS), adv: advAddr, client: cfg.ClientTLS, dial: cfg.Dial}
+	host, _, _ := net.SplitHostPort(cfg.Bind)
+	stream := &tlsStream{ln: tls.NewListener(netgate.Listener(ln, cfg.Dial), cfg.ServerTLS), adv: advAddr, client: cfg.ClientTLS,
+		dialer: &netgate.Dialer{LocalIP: host, Hook: cfg.Dial}}
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Output: logwriter.New(cfg.Logger), Level: hclog.Info, DisableTime: true})
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 5 * time.Second, Logger: hl})
 
@@ -414,7 +417,7 @@ type tlsStream struct {
 	ln     net.Listener
 	adv    net.Addr
 	client *tls.Config
-	dial   func(string) error
+	dialer *netgate.Dialer
 }
 
 func (t *tlsStream) Accept() (net.Conn, error) { return t.ln.Accept() }
@@ -422,14 +425,15 @@ func (t *tlsStream) Close() error              { return t.ln.Close() }
 func (t *tlsStream) Addr() net.Addr            { return t.adv }
 
 func (t *tlsStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	if t.dial != nil {
-		if err := t.dial(string(addr)); err != nil {
-			return nil, err
-		}
-	}
-	d := &net.Dialer{Timeout: timeout}
-	conn, err := tls.DialWithDialer(d, "tcp", string(addr), t.client)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	raw, err := t.dialer.DialContext(ctx, "tcp", string(addr))
 	if err != nil {
+		return nil, err
+	}
+	conn := tls.Client(raw, t.client)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		raw.Close()
 		return nil, err
 	}
 	return conn, nil

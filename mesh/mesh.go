@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fleetmesh/fleetmesh/node/logwriter"
+	"github.com/fleetmesh/fleetmesh/node/netgate"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -506,7 +507,8 @@ func (t *filterTransport) DialTimeout(addr string, timeout time.Duration) (net.C
 			return nil, err
 		}
 	}
-	return t.NetTransport.DialTimeout(addr, timeout)
+	c, err := t.NetTransport.DialTimeout(addr, timeout)
+	return netgate.Conn(c, t.dial), err
 }
 
 func (t *filterTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {

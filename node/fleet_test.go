@@ -2,6 +2,9 @@ package node_test
 
 import (
 	"context"
+	"errors"
+	"github.com/fleetmesh/fleetmesh/node/api"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,5 +50,224 @@ func TestFleetConverges(t *testing.T) {
 			}
 		}
 		return nil
+	})
+}
+
+// 2. A killed non-gateway node is offline on every surviving node.
+func TestKilledEdgeGoesOfflineEverywhere(t *testing.T) {
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 3, Edges: fiveEdges()})
+	f.Kill("e3")
+	testenv.Eventually(t, 15*time.Second, func() error {
+		for _, n := range f.Live() {
+			st, err := f.NodeState(n, "e3")
+			if err != nil {
+				return err
+			}
+			if st != "offline" {
+				return errorf("%s sees e3 as %s", n, st)
+			}
+			fv, _, err := f.FleetView(n)
+			if err != nil {
+				return err
+			}
+			if fv.Online != 7 || fv.Offline != 1 {
+				return errorf("%s: online=%d offline=%d", n, fv.Online, fv.Offline)
+			}
+		}
+		return nil
+	})
+	v, _, err := f.Client("gw1").Node(context.Background(), "e3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(v.OfflineReason, "failed") {
+		t.Errorf("offline reason %q, want failed...", v.OfflineReason)
+	}
+}
+
+// A node that leaves gracefully is offline everywhere with its reason.
+func TestGracefulLeaveCarriesReason(t *testing.T) {
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 1, Edges: []testenv.Spec{{}, {}}})
+	f.Stop("e1")
+	testenv.Eventually(t, 10*time.Second, func() error {
+		for _, n := range f.Live() {
+			v, _, err := f.Client(n).Node(context.Background(), "e1")
+			if err != nil {
+				return err
+			}
+			if v.State != "offline" || v.OfflineReason != "left: shutdown" {
+				return errorf("%s sees e1 %s (%q)", n, v.State, v.OfflineReason)
+			}
+		}
+		return nil
+	})
+}
+
+// 3. Killing the Raft leader: a new leader is elected and a write through
+// any surviving node succeeds; nothing committed before the kill is lost.
+func TestLeaderKillFailover(t *testing.T) {
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 3, Edges: fiveEdges()})
+	ctx := context.Background()
+	var before []string
+	for i := 0; i < 5; i++ {
+		r, err := f.Client("e1").CreateToken(ctx, api.TokenCreateRequest{Role: "sensor"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before = append(before, r.ID)
+	}
+	old := f.Leader()
+	if old == "" {
+		t.Fatal("no leader")
+	}
+	f.Kill(old)
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if l := f.Leader(); l == "" || l == old {
+			return errorf("no new leader yet (have %q)", l)
+		}
+		return nil
+	})
+	for _, n := range f.Live() {
+		testenv.Eventually(t, 15*time.Second, func() error {
+			_, err := f.Client(n).CreateToken(ctx, api.TokenCreateRequest{Role: "compute"})
+			return err
+		})
+	}
+	// Linearizable read through an edge: every token from before is there.
+	var toks []api.TokenInfo
+	if _, err := f.Client("e2").Do(ctx, "GET", "/v1/tokens?consistent", nil, &toks); err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, tk := range toks {
+		have[tk.ID] = true
+	}
+	for _, id := range before {
+		if !have[id] {
+			t.Errorf("token %s committed before the kill is lost", id)
+		}
+	}
+}
+
+// 4. A node killed and restarted with its data dir rejoins without a token.
+func TestRestartRejoinsWithoutToken(t *testing.T) {
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 3, Edges: fiveEdges()})
+	for _, name := range []string{"e2", "gw2"} {
+		f.Kill(name)
+		testenv.Eventually(t, 15*time.Second, func() error {
+			st, err := f.NodeState("gw1", name)
+			if err != nil {
+				return err
+			}
+			if st != "offline" {
+				return errorf("%s still %s", name, st)
+			}
+			return nil
+		})
+		f.Restart(name)
+		f.WaitConverged(30 * time.Second)
+	}
+	// The restarted gateway is a voter again and follows the leader's writes.
+	if _, err := f.Client("gw2").CreateToken(context.Background(), api.TokenCreateRequest{Role: "sensor"}); err != nil {
+		t.Fatal(err)
+	}
+	want := f.Member(f.Leader()).Node.Store().Version()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if v := f.Member("gw2").Node.Store().Version(); v < want {
+			return errorf("gw2 at %d, leader at %d", v, want)
+		}
+		return nil
+	})
+}
+
+// 5. A partition that leaves a gateway in the minority: writes there fail
+// with a clear "no quorum" error; reads still answer and say how stale they
+// may be; after healing both sides agree.
+func TestMinorityPartition(t *testing.T) {
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 3, Edges: fiveEdges()})
+	ctx := context.Background()
+	leader := f.Leader()
+	var minorityGW string
+	for _, g := range []string{"gw1", "gw2", "gw3"} {
+		if g == leader { // put the leader itself in the minority: it must step down
+			minorityGW = g
+		}
+	}
+	minority := []string{minorityGW, "e1"}
+	var majority []string
+	for _, n := range f.Names() {
+		if n != minorityGW && n != "e1" {
+			majority = append(majority, n)
+		}
+	}
+	f.Partition(minority, majority)
+
+	for _, n := range minority {
+		testenv.Eventually(t, 20*time.Second, func() error {
+			_, err := f.Client(n).CreateToken(ctx, api.TokenCreateRequest{Role: "sensor"})
+			var se *api.StatusError
+			if !errors.As(err, &se) {
+				return errorf("%s: write did not fail cleanly: %v", n, err)
+			}
+			if se.Code != 503 || !strings.Contains(se.Message, "no quorum") {
+				return errorf("%s: got %d %q, want 503 no quorum", n, se.Code, se.Message)
+			}
+			return nil
+		})
+		// Reads still answer, and say how stale they may be.
+		testenv.Eventually(t, 20*time.Second, func() error {
+			fv, meta, err := f.FleetView(n)
+			if err != nil {
+				return err
+			}
+			if meta.Index == 0 {
+				return errorf("%s: no index header", n)
+			}
+			if meta.LastContact < time.Second {
+				return errorf("%s: last contact %v, want it to grow while cut off", n, meta.LastContact)
+			}
+			if fv.Offline == 0 {
+				return errorf("%s: sees nobody offline", n)
+			}
+			return nil
+		})
+	}
+	// The majority elects a leader and takes writes.
+	var tokID string
+	testenv.Eventually(t, 20*time.Second, func() error {
+		r, err := f.Client("e2").CreateToken(ctx, api.TokenCreateRequest{Role: "sensor"})
+		if err != nil {
+			return err
+		}
+		tokID = r.ID
+		return nil
+	})
+
+	f.Heal()
+	f.WaitConverged(60 * time.Second)
+	testenv.Eventually(t, 20*time.Second, func() error {
+		var versions []uint64
+		for _, n := range f.Names() {
+			fv, _, err := f.FleetView(n)
+			if err != nil {
+				return err
+			}
+			versions = append(versions, fv.SpecVersion)
+		}
+		for _, v := range versions[1:] {
+			if v != versions[0] {
+				return errorf("spec versions differ: %v", versions)
+			}
+		}
+		toks, err := f.Client("e1").Tokens(ctx)
+		if err != nil {
+			return err
+		}
+		for _, tk := range toks {
+			if tk.ID == tokID {
+				return nil
+			}
+		}
+		return errorf("e1 does not have the token written during the partition")
 	})
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/fleetmesh/fleetmesh/consensus"
 	"github.com/fleetmesh/fleetmesh/node/api"
 	"github.com/fleetmesh/fleetmesh/node/jointoken"
+	"github.com/fleetmesh/fleetmesh/node/netgate"
 	"github.com/fleetmesh/fleetmesh/node/pki"
 )
 
@@ -390,11 +391,7 @@ func (n *Node) peerClient() *http.Client {
 }
 
 func (n *Node) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	if n.cfg.Dial != nil {
-		if err := n.cfg.Dial(addr); err != nil {
-			return nil, err
-		}
-	}
-	var d net.Dialer
+	host, _, _ := net.SplitHostPort(n.cfg.API)
+	d := &netgate.Dialer{LocalIP: host, Hook: n.cfg.Dial, Timeout: 5 * time.Second}
 	return d.DialContext(ctx, network, addr)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/fleetmesh/fleetmesh/consensus"
 	"github.com/fleetmesh/fleetmesh/mesh"
+	"github.com/fleetmesh/fleetmesh/node/netgate"
 	"github.com/fleetmesh/fleetmesh/node/pki"
 )
 
@@ -139,7 +140,7 @@ func (n *Node) listenAPI(remembered int) error {
 	if err != nil {
 		return fmt.Errorf("api: listen %s: %w", addr, err)
 	}
-	n.apiLn = ln
+	n.apiLn = netgate.Listener(ln, n.cfg.Dial)
 	n.apiAddr = advertised(n.cfg.AdvertiseAPI, ln.Addr().String(), n.cfg.Bind)
 	return nil
 }

@@ -44,6 +44,7 @@ type Options struct {
 type Fleet struct {
 	t       testing.TB
 	opts    Options
+	base    string
 	net     *Network
 	mu      sync.Mutex
 	nodes   map[string]*Member
@@ -93,6 +94,9 @@ func NewFleet(t testing.TB, opts Options) *Fleet {
 		opts.Gateways = 1
 	}
 	f := &Fleet{t: t, opts: opts, net: NewNetwork(), nodes: map[string]*Member{}, clients: map[string]*api.Client{}}
+	// The base dir is made before Close is registered, so cleanups (last in,
+	// first out) stop the nodes before their data dirs are removed.
+	f.base = t.TempDir()
 	t.Cleanup(f.Close)
 	gw1 := f.add(Spec{Name: "gw1", Role: "gateway", Site: "site-a"})
 	f.start(gw1, true, "")
@@ -125,7 +129,7 @@ func NewFleet(t testing.TB, opts Options) *Fleet {
 }
 
 func (f *Fleet) add(s Spec) *Member {
-	m := &Member{Spec: s, IP: nextIP(), DataDir: filepath.Join(f.t.TempDir(), s.Name)}
+	m := &Member{Spec: s, IP: nextIP(), DataDir: filepath.Join(f.base, s.Name)}
 	f.mu.Lock()
 	f.nodes[s.Name] = m
 	f.order = append(f.order, s.Name)
@@ -362,4 +366,3 @@ func (f *Fleet) Close() {
 		f.Kill(n)
 	}
 }
-
