@@ -1,5 +1,10 @@
 package node_test
 
-import "fmt"
+import (
+	"encoding/json"
+	"fmt"
+)
 
 func errorf(format string, a ...any) error { return fmt.Errorf(format, a...) }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -1,0 +1,194 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fleetmesh/fleetmesh/node"
+	"github.com/fleetmesh/fleetmesh/node/api"
+	"github.com/fleetmesh/fleetmesh/node/jointoken"
+	"github.com/fleetmesh/fleetmesh/testenv"
+)
+
+// syncBuffer collects every node's log so tests can grep it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// 6. Tokens: expired, used-up, malformed and unknown tokens are refused
+// with a clear message and no panic; the secret never appears in logs or API
+// output.
+func TestJoinTokensRefused(t *testing.T) {
+	logs := &syncBuffer{}
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 1, Edges: []testenv.Spec{{Role: "sensor"}},
+		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	ctx := context.Background()
+	admin := f.Client("gw1")
+	var secrets []string
+
+	// Used up: one use, then refused.
+	once, err := admin.CreateToken(ctx, api.TokenCreateRequest{Role: "sensor", Uses: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets = append(secrets, mustParse(t, once.Token).Secret)
+	if _, err := f.Join(testenv.Spec{Name: "s-first", Role: "sensor"}, once.Token); err != nil {
+		t.Fatalf("first use of a one-use token: %v", err)
+	}
+	_, err = f.Join(testenv.Spec{Name: "s-second", Role: "sensor"}, once.Token)
+	wantRefused(t, err, "no uses left")
+
+	// Expired.
+	short, err := admin.CreateToken(ctx, api.TokenCreateRequest{Role: "sensor", TTL: "50ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets = append(secrets, mustParse(t, short.Token).Secret)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if time.Now().Before(short.Expires) {
+			return errorf("not expired yet")
+		}
+		return nil
+	})
+	_, err = f.Join(testenv.Spec{Name: "s-late", Role: "sensor"}, short.Token)
+	wantRefused(t, err, "expired")
+
+	// Wrong role.
+	gwTok, err := admin.CreateToken(ctx, api.TokenCreateRequest{Role: "gateway"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets = append(secrets, mustParse(t, gwTok.Token).Secret)
+	_, err = f.Join(testenv.Spec{Name: "s-role", Role: "sensor"}, gwTok.Token)
+	wantRefused(t, err, "another role")
+
+	// Unknown: right fleet, right format, made-up id and secret.
+	good := mustParse(t, gwTok.Token)
+	fake, err := jointoken.New(good.Pin, good.Addrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets = append(secrets, fake.Secret)
+	_, err = f.Join(testenv.Spec{Name: "s-fake", Role: "sensor"}, fake.String())
+	wantRefused(t, err, "unknown")
+
+	// Right id, wrong secret.
+	wrong := good
+	wrong.Secret = fake.Secret
+	_, err = f.Join(testenv.Spec{Name: "s-wrong", Role: "gateway"}, wrong.String())
+	wantRefused(t, err, "unknown")
+
+	// Malformed: refused before any network traffic.
+	for _, bad := range []string{"fm1:", "garbage", "fm1:abc.def@x@y", good.String() + "@extra"} {
+		_, err := f.Join(testenv.Spec{Name: "s-bad", Role: "sensor"}, bad)
+		if !errors.Is(err, jointoken.ErrMalformed) {
+			t.Errorf("token %q: got %v, want malformed", bad, err)
+		}
+	}
+
+	// Token listings never show secrets; the used-up token says so.
+	toks, err := admin.Tokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range toks {
+		if tk.ID == once.ID && tk.UsesLeft != 0 {
+			t.Errorf("one-use token has %d uses left", tk.UsesLeft)
+		}
+	}
+	var raw bytes.Buffer
+	for _, n := range f.Live() {
+		for _, p := range []string{"/v1/tokens", "/v1/nodes", "/v1/fleet", "/metrics"} {
+			var out any
+			if p == "/metrics" {
+				continue
+			}
+			f.Client(n).Do(ctx, "GET", p, nil, &out)
+			b, _ := jsonMarshal(out)
+			raw.Write(b)
+		}
+	}
+	all := raw.String() + logs.String()
+	for _, s := range secrets {
+		if strings.Contains(all, s) {
+			t.Errorf("a token secret appears in logs or API output")
+		}
+	}
+	if strings.Contains(all, strings.TrimPrefix(f.Admin, "fmop:")) {
+		t.Errorf("the operator credential appears in logs or API output")
+	}
+}
+
+func mustParse(t *testing.T, s string) jointoken.Token {
+	t.Helper()
+	tk, err := jointoken.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
+}
+
+func wantRefused(t *testing.T, err error, substr string) {
+	t.Helper()
+	if !errors.Is(err, node.ErrJoinRefused) || !strings.Contains(err.Error(), substr) {
+		t.Errorf("got %v, want a refusal mentioning %q", err, substr)
+	}
+}
+
+// A token whose pin belongs to another fleet is refused before the secret
+// is sent.
+func TestJoinRefusesForeignFleet(t *testing.T) {
+	a := testenv.NewFleet(t, testenv.Options{Gateways: 1})
+	b := testenv.NewFleet(t, testenv.Options{Gateways: 1})
+	tokA := mustParse(t, a.NewToken("sensor", 0))
+	tokB := mustParse(t, b.NewToken("sensor", 0))
+	// A's secret and pin, pointed at B's address.
+	forged := tokA
+	forged.Addrs = tokB.Addrs
+	_, err := a.Join(testenv.Spec{Name: "victim", Role: "sensor"}, forged.String())
+	if err == nil || !strings.Contains(err.Error(), "does not match the pin") || !strings.Contains(err.Error(), "not sent") {
+		t.Fatalf("got %v, want a pin mismatch that sent no secret", err)
+	}
+}
+
+// Operator credentials: none, a bad one, and the right one.
+func TestAPICredentials(t *testing.T) {
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 1, Edges: []testenv.Spec{{}}})
+	ctx := context.Background()
+	for _, n := range f.Names() {
+		_, _, err := f.ClientWith(n, "").Fleet(ctx)
+		wantStatus(t, err, 401, "operator credential")
+		_, _, err = f.ClientWith(n, "fmop:nothere.xxxxxxxx").Fleet(ctx)
+		wantStatus(t, err, 401, "not recognised")
+		if _, err := f.ClientWith(n, "").Health(ctx); err != nil {
+			t.Errorf("%s: health needs no credential: %v", n, err)
+		}
+	}
+}
+
+func wantStatus(t *testing.T, err error, code int, substr string) {
+	t.Helper()
+	var se *api.StatusError
+	if !errors.As(err, &se) || se.Code != code || !strings.Contains(se.Message, substr) {
+		t.Errorf("got %v, want HTTP %d mentioning %q", err, code, substr)
+	}
+}
