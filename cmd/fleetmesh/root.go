@@ -52,6 +52,11 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(
 		newVersionCmd(),
+		newAgentCmd(),
+		newDemoCmd(),
+		newStatusCmd(),
+		newNodesCmd(),
+		newTokenCmd(),
 	)
 	return root
 }

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fleetmesh/fleetmesh/node"
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+)
+
+// agentFile is the agent's config file. Unknown keys are errors; pointers
+// keep "unset" apart from false and zero.
+type agentFile struct {
+	DataDir        *string           `yaml:"data_dir"`
+	Name           *string           `yaml:"name"`
+	Role           *string           `yaml:"role"`
+	Site           *string           `yaml:"site"`
+	Labels         map[string]string `yaml:"labels"`
+	Bind           *string           `yaml:"bind"`
+	API            *string           `yaml:"api"`
+	AdvertiseAPI   *string           `yaml:"advertise_api"`
+	Raft           *string           `yaml:"raft"`
+	Join           *string           `yaml:"join"`
+	Bootstrap      *bool             `yaml:"bootstrap"`
+	HealthInterval *string           `yaml:"health_interval"`
+	MetricsOpen    *bool             `yaml:"metrics_open"`
+	LogLevel       *string           `yaml:"log_level"`
+}
+
+type agentFlags struct {
+	config, dataDir, name, role, site, bind, api, advertiseAPI, raft, join, logLevel string
+	labels                                                                           []string
+	bootstrap, metricsOpen                                                           bool
+	healthInterval                                                                   time.Duration
+}
+
+func newAgentCmd() *cobra.Command {
+	var fl agentFlags
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run this device's node",
+		Long: `Run this device's fleetmesh node.
+
+The first gateway creates the fleet with --bootstrap; every other device joins
+with --join TOKEN (from 'fleetmesh token create'). A restart with the same
+--data-dir rejoins with no token. Settings come from defaults, then --config
+FILE (YAML), then flags.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, level, err := agentConfig(cmd, &fl)
+			if err != nil {
+				return err
+			}
+			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			cfg.Logger = logger
+			return runAgent(cmd.Context(), cmd.OutOrStdout(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&fl.config, "config", "", "YAML config file")
+	f.StringVar(&fl.dataDir, "data-dir", "/var/lib/fleetmesh", "data directory (identity, keys, state)")
+	f.StringVar(&fl.name, "name", "", "node name (default: host name)")
+	f.StringVar(&fl.role, "role", "", "gateway, sensor, compute, storage or hybrid")
+	f.StringVar(&fl.site, "site", "", "site name")
+	f.StringArrayVar(&fl.labels, "label", nil, "label key=value (repeatable)")
+	f.StringVar(&fl.bind, "bind", "0.0.0.0:7946", "gossip address")
+	f.StringVar(&fl.api, "api", "127.0.0.1:7400", "HTTPS API address")
+	f.StringVar(&fl.advertiseAPI, "advertise-api", "", "API address peers should use (default: derived)")
+	f.StringVar(&fl.raft, "raft", "", "Raft address for gateways (default: gossip host, port 7947)")
+	f.StringVar(&fl.join, "join", "", "join token")
+	f.BoolVar(&fl.bootstrap, "bootstrap", false, "create a new fleet with this gateway")
+	f.BoolVar(&fl.metricsOpen, "metrics-open", false, "serve /metrics without a credential")
+	f.DurationVar(&fl.healthInterval, "health-interval", node.DefaultHealthInterval, "how often health is gossiped")
+	f.StringVar(&fl.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// agentConfig layers defaults, the config file and flags.
+func agentConfig(cmd *cobra.Command, fl *agentFlags) (node.Config, slog.Level, error) {
+	f := cmd.Flags()
+	var file agentFile
+	if fl.config != "" {
+		b, err := os.ReadFile(fl.config)
+		if err != nil {
+			return node.Config{}, 0, fmt.Errorf("--config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&file); err != nil && !errors.Is(err, io.EOF) {
+			return node.Config{}, 0, fmt.Errorf("--config %s: %w", fl.config, err)
+		}
+	}
+	pick := func(flag string, flagVal string, fileVal *string) string {
+		if f.Changed(flag) || fileVal == nil {
+			return flagVal
+		}
+		return *fileVal
+	}
+	pickBool := func(flag string, flagVal bool, fileVal *bool) bool {
+		if f.Changed(flag) || fileVal == nil {
+			return flagVal
+		}
+		return *fileVal
+	}
+	cfg := node.Config{
+		DataDir:      pick("data-dir", fl.dataDir, file.DataDir),
+		Name:         pick("name", fl.name, file.Name),
+		Role:         pick("role", fl.role, file.Role),
+		Site:         pick("site", fl.site, file.Site),
+		Bind:         pick("bind", fl.bind, file.Bind),
+		API:          pick("api", fl.api, file.API),
+		AdvertiseAPI: pick("advertise-api", fl.advertiseAPI, file.AdvertiseAPI),
+		RaftBind:     pick("raft", fl.raft, file.Raft),
+		Join:         pick("join", fl.join, file.Join),
+		Bootstrap:    pickBool("bootstrap", fl.bootstrap, file.Bootstrap),
+		MetricsOpen:  pickBool("metrics-open", fl.metricsOpen, file.MetricsOpen),
+		Labels:       file.Labels,
+	}
+	cfg.HealthInterval = fl.healthInterval
+	if !f.Changed("health-interval") && file.HealthInterval != nil {
+		d, err := time.ParseDuration(*file.HealthInterval)
+		if err != nil {
+			return cfg, 0, fmt.Errorf("--config: health_interval: %q is not a duration", *file.HealthInterval)
+		}
+		cfg.HealthInterval = d
+	}
+	if f.Changed("label") || cfg.Labels == nil {
+		if len(fl.labels) > 0 {
+			cfg.Labels = map[string]string{}
+		}
+		for _, l := range fl.labels {
+			k, v, ok := strings.Cut(l, "=")
+			if !ok || k == "" {
+				return cfg, 0, fmt.Errorf("--label: %q is not key=value", l)
+			}
+			cfg.Labels[k] = v
+		}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(pick("log-level", fl.logLevel, file.LogLevel))); err != nil {
+		return cfg, 0, fmt.Errorf("--log-level: %q is not debug, info, warn or error", fl.logLevel)
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, 0, err
+	}
+	return cfg, level, nil
+}
+
+// runAgent runs a node until SIGINT/SIGTERM or ctx ends, then leaves
+// gracefully.
+func runAgent(ctx context.Context, out io.Writer, cfg node.Config) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := node.Start(cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "fleetmesh agent %s running: name %s, role %s, API https://%s\n", node.Version, n.Name(), n.Role(), n.APIAddr())
+	if cfg.Bootstrap && n.OperatorToken != "" {
+		fmt.Fprintf(out, "New fleet created. Operator credential: %s (mode 0600)\n", filepath.Join(cfg.DataDir, "operator.token"))
+		fmt.Fprintf(out, "Fleet CA certificate: %s\n", filepath.Join(cfg.DataDir, "ca.pem"))
+	}
+	<-ctx.Done()
+	fmt.Fprintln(out, "leaving the fleet...")
+	return n.Close()
+}
