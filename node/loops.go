@@ -241,7 +241,11 @@ func (n *Node) apply(ctx context.Context, c *consensus.Command) (uint64, error) 
 				idx = out.Index
 			}
 		}
-		if err == nil || !retryable(err) || time.Now().After(deadline) || ctx.Err() != nil {
+		if err == nil {
+			n.catchUp(ctx, idx)
+			return idx, nil
+		}
+		if !retryable(err) || time.Now().After(deadline) || ctx.Err() != nil {
 			if err != nil && retryable(err) {
 				return 0, n.noQuorum(err)
 			}
@@ -252,6 +256,21 @@ func (n *Node) apply(ctx context.Context, c *consensus.Command) (uint64, error) 
 			return 0, n.noQuorum(ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// catchUp waits briefly until this node's spec includes index idx, so a
+// client that writes through a node and then reads from it sees its write.
+func (n *Node) catchUp(ctx context.Context, idx uint64) {
+	deadline := time.Now().Add(time.Second)
+	for n.specVersion() < idx && time.Now().Before(deadline) && ctx.Err() == nil {
+		if n.store == nil {
+			n.syncSpec(idx)
+			if n.specVersion() >= idx {
+				return
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetmesh/fleetmesh/node/api"
+	"github.com/fleetmesh/fleetmesh/node/jointoken"
+	"github.com/fleetmesh/fleetmesh/testenv"
+)
+
+func cli(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := runWith(args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestBadFlagsAndInput(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"agent", "--data-dir", dir, "--role", "toaster"}, "role"},
+		{[]string{"agent", "--data-dir", dir, "--bootstrap", "--join", "fm1:x"}, "choose one"},
+		{[]string{"agent", "--data-dir", dir, "--bind", "nonsense"}, "bind"},
+		{[]string{"agent", "--data-dir", dir, "--name", "Bad_Name"}, "name"},
+		{[]string{"agent", "--data-dir", dir, "--label", "novalue"}, "--label"},
+		{[]string{"agent", "--data-dir", dir}, "--bootstrap"},
+		{[]string{"agent", "--data-dir", dir, "--join", "not-a-token", "--role", "sensor"}, "malformed join token"},
+		{[]string{"agent", "--data-dir", dir, "--no-such-flag"}, "unknown flag"},
+		{[]string{"agent", "--config", filepath.Join(dir, "missing.yaml")}, "--config"},
+		{[]string{"status"}, "FLEETMESH_ADDR"},
+		{[]string{"status", "--addr", "127.0.0.1:1", "-o", "yaml"}, "--output"},
+		{[]string{"token", "create", "--addr", "127.0.0.1:1"}, "--role"},
+		{[]string{"token", "create", "--role", "sensor", "--ttl", "soon", "--addr", "127.0.0.1:1"}, "--ttl"},
+		{[]string{"token", "create", "--role", "sensor", "--addr", "127.0.0.1:1"}, "FLEETMESH_CACERT"},
+		{[]string{"nodes", "show"}, "accepts 1 arg"},
+	}
+	t.Setenv("FLEETMESH_ADDR", "")
+	t.Setenv("FLEETMESH_TOKEN", "")
+	t.Setenv("FLEETMESH_CACERT", "")
+	for _, c := range cases {
+		_, stderr, code := cli(t, c.args...)
+		if code == 0 {
+			t.Errorf("%v: exit 0, want failure", c.args)
+			continue
+		}
+		if !strings.Contains(stderr, c.want) {
+			t.Errorf("%v: stderr %q does not mention %q", c.args, stderr, c.want)
+		}
+	}
+	// Nothing was left half-made in the data dir.
+	for _, f := range []string{"node.json", "cert.pem", "key.pem"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			t.Errorf("a failed start left %s behind", f)
+		}
+	}
+}
+
+func TestConfigFileUnknownKey(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(cfg, []byte("data_dir: "+dir+"\nrole: sensor\nflavour: mint\n"), 0o600)
+	_, stderr, code := cli(t, "agent", "--config", cfg)
+	if code == 0 || !strings.Contains(stderr, "flavour") {
+		t.Fatalf("exit %d, stderr %q: want an error naming the unknown key", code, stderr)
+	}
+}
+
+func TestUnreadableDataDir(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "plainfile")
+	os.WriteFile(file, []byte("x"), 0o600)
+	_, stderr, code := cli(t, "agent", "--data-dir", file, "--bootstrap", "--role", "gateway")
+	if code == 0 || !strings.Contains(stderr, "data dir") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+// Operator commands against a real fleet: tables, -o json, and the token
+// printed alone on stdout.
+func TestOperatorCommands(t *testing.T) {
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 1, Edges: []testenv.Spec{{Name: "s1", Role: "sensor"}}})
+	caPath := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caPath, f.CA, 0o600)
+	t.Setenv("FLEETMESH_ADDR", f.Member("s1").Node.APIAddr())
+	t.Setenv("FLEETMESH_TOKEN", f.Admin)
+	t.Setenv("FLEETMESH_CACERT", caPath)
+
+	out, stderr, code := cli(t, "token", "create", "--role", "sensor", "--ttl", "2h", "--uses", "3")
+	if code != 0 {
+		t.Fatalf("token create: %d %s", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("token create printed %d lines, want the token alone", len(lines))
+	}
+	tok, err := jointoken.Parse(lines[0])
+	if err != nil {
+		t.Fatalf("printed token does not parse: %v", err)
+	}
+
+	out, _, code = cli(t, "token", "list", "-o", "json")
+	var toks []api.TokenInfo
+	if code != 0 || json.Unmarshal([]byte(out), &toks) != nil {
+		t.Fatalf("token list -o json: %d %q", code, out)
+	}
+	found := false
+	for _, tk := range toks {
+		if tk.ID == tok.ID {
+			found = tk.UsesLeft == 3 && tk.Role == "sensor"
+		}
+	}
+	if !found || strings.Contains(out, tok.Secret) {
+		t.Fatalf("token list: new token missing, wrong, or its secret shown: %s", out)
+	}
+
+	out, _, code = cli(t, "status")
+	if code != 0 || !strings.Contains(out, "2 total, 2 online") {
+		t.Fatalf("status: %d %q", code, out)
+	}
+	out, _, code = cli(t, "status", "-o", "json")
+	var fv api.Fleet
+	if code != 0 || json.Unmarshal([]byte(out), &fv) != nil || fv.Online != 2 {
+		t.Fatalf("status -o json: %d %q", code, out)
+	}
+	out, _, code = cli(t, "nodes")
+	if code != 0 || !strings.Contains(out, "gw1") || !strings.Contains(out, "s1") || !strings.Contains(out, "NAME") {
+		t.Fatalf("nodes: %d %q", code, out)
+	}
+	out, _, code = cli(t, "nodes", "show", "gw1", "-o", "json")
+	var nv api.Node
+	if code != 0 || json.Unmarshal([]byte(out), &nv) != nil || nv.Name != "gw1" || nv.Role != "gateway" {
+		t.Fatalf("nodes show -o json: %d %q", code, out)
+	}
+	_, stderr, code = cli(t, "nodes", "show", "nope")
+	if code == 0 || !strings.Contains(stderr, "no node named") {
+		t.Fatalf("nodes show nope: %d %q", code, stderr)
+	}
+	_, stderr, code = cli(t, "status", "--token", "fmop:wrong.credential")
+	if code == 0 || !strings.Contains(stderr, "401") {
+		t.Fatalf("bad credential: %d %q", code, stderr)
+	}
+}
+
+// A second agent on the same data dir is refused and corrupts nothing.
+func TestSecondAgentSameDataDir(t *testing.T) {
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 1})
+	dir := f.Member("gw1").DataDir
+	before, _ := os.ReadFile(filepath.Join(dir, "node.json"))
+	_, stderr, code := cli(t, "agent", "--data-dir", dir, "--bind", "127.0.0.1:0", "--api", "127.0.0.1:0", "--raft", "127.0.0.1:0")
+	if code == 0 || !strings.Contains(stderr, "another fleetmesh agent") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, "node.json"))
+	if !bytes.Equal(before, after) {
+		t.Fatal("node.json changed")
+	}
+	if _, err := f.Client("gw1").Health(context.Background()); err != nil {
+		t.Fatalf("the running agent was disturbed: %v", err)
+	}
+}
+
+// The agent command bootstraps, prints where the credential is, and leaves
+// cleanly when its context ends.
+func TestAgentBootstrapCommand(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuf
+	done := make(chan int)
+	go func() {
+		root := newRootCmd()
+		root.SetArgs([]string{"agent", "--data-dir", dir, "--bootstrap", "--role", "gateway", "--name", "solo",
+			"--bind", "127.0.0.1:0", "--api", "127.0.0.1:0", "--raft", "127.0.0.1:0"})
+		root.SetOut(&out)
+		root.SetErr(&errb)
+		if err := root.ExecuteContext(ctx); err != nil {
+			done <- 1
+			return
+		}
+		done <- 0
+	}()
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if !strings.Contains(out.String(), "operator.token") {
+			return errorString("agent has not reported its credential yet: " + out.String() + errb.String())
+		}
+		return nil
+	})
+	st, err := os.Stat(filepath.Join(dir, "operator.token"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("operator.token: %v mode %v", err, st.Mode())
+	}
+	cred, _ := os.ReadFile(filepath.Join(dir, "operator.token"))
+	if strings.Contains(out.String()+errb.String(), strings.TrimSpace(string(cred))) {
+		t.Fatal("the agent printed the operator credential")
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("agent exit %d: %s", code, errb.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("agent did not stop")
+	}
+}
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
