@@ -225,9 +225,14 @@ type PolicyError struct {
 }
 
 func (e *PolicyError) Error() string {
-	parts := make([]string, len(e.Fields))
+	const show = 10 // a garbage file should not produce a page of errors
+	var parts []string
 	for i, f := range e.Fields {
-		parts[i] = f.Error()
+		if i == show {
+			parts = append(parts, fmt.Sprintf("and %d more", len(e.Fields)-show))
+			break
+		}
+		parts = append(parts, f.Error())
 	}
 	return ErrInvalidPolicy.Error() + ": " + strings.Join(parts, "; ")
 }
