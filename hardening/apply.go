@@ -6,12 +6,35 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
 )
+
+// stateDir holds the lock that lets one apply or undo run at a time.
+const stateDir = "/var/lib/fleetmesh/hardening"
+
+// lock takes the root's hardening lock, without waiting.
+func (f *rootFS) lock() (unlock func(), err error) {
+	if _, err := f.mkdirAll(stateDir); err != nil {
+		return nil, err
+	}
+	fh, err := f.r.OpenFile(rel(stateDir+"/lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(fh.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		fh.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, ErrBusy
+		}
+		return nil, err
+	}
+	return func() { fh.Close() }, nil
+}
 
 // BackupDir is where, below the root, Apply keeps one directory per apply
 // that changed something.
@@ -56,6 +79,13 @@ func Apply(ctx context.Context, p *Policy, root string, dryRun bool, opts Option
 		return nil, err
 	}
 	defer f.Close()
+	if !dryRun {
+		unlock, err := f.lock()
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
 	live := opts.live(root)
 	ev, err := evaluate(ctx, p, f, opts.fleetPorts(), live)
 	if err != nil {
@@ -304,6 +334,11 @@ func Undo(ctx context.Context, root string, opts Options) (*UndoResult, error) {
 		return nil, err
 	}
 	defer f.Close()
+	unlock, err := f.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	dir, m, err := latestBackup(f)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package hardening
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -125,5 +126,31 @@ func TestLiveSystemFollowsApply(t *testing.T) {
 	want = []string{"sysctl", "daemon-reload", "nft delete", "ssh", "fail2ban", "audit"}
 	if !reflect.DeepEqual(live.calls, want) {
 		t.Errorf("undo live calls %q, want %q", live.calls, want)
+	}
+}
+
+func TestOneApplyAtATime(t *testing.T) {
+	root := writeRoot(t, realisticRoot)
+	f, err := openRoot(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	unlock, err := f.lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Apply(context.Background(), loadExample(t), root, false, Options{}); !errors.Is(err, ErrBusy) {
+		t.Errorf("apply while locked: %v, want ErrBusy", err)
+	}
+	if _, err := Undo(context.Background(), root, Options{}); !errors.Is(err, ErrBusy) {
+		t.Errorf("undo while locked: %v, want ErrBusy", err)
+	}
+	if _, err := Apply(context.Background(), loadExample(t), root, true, Options{}); err != nil {
+		t.Errorf("a dry run needs no lock: %v", err)
+	}
+	unlock()
+	if _, err := Apply(context.Background(), loadExample(t), root, false, Options{}); err != nil {
+		t.Errorf("apply after unlock: %v", err)
 	}
 }

@@ -27,6 +27,8 @@ var (
 	ErrInvalidPolicy = errors.New("invalid security policy")
 	// ErrNothingToUndo is returned by Undo when no apply left a backup.
 	ErrNothingToUndo = errors.New("nothing to undo: no hardening backup found")
+	// ErrBusy is returned when another apply or undo holds the root's lock.
+	ErrBusy = errors.New("another hardening apply or undo is running on this root; try again when it is done")
 )
 
 // Policy is a SecurityPolicy document. Sections that are absent (nil
