@@ -203,3 +203,56 @@ func TestFail2banJailPassesFail2banClient(t *testing.T) {
 		t.Fatal("fail2ban-client -t accepted a missing filter: the judge is not judging")
 	}
 }
+
+// aptConfigDump runs apt's own configuration reader on the scratch root's
+// /etc/apt (APT_CONFIG is read before the parts directory, so it can move
+// Dir::Etc there).
+func aptConfigDump(t *testing.T, aptConfig, root string) string {
+	t.Helper()
+	main := filepath.Join(t.TempDir(), "apt.conf")
+	os.WriteFile(main, []byte("Dir::Etc \""+filepath.Join(root, "etc/apt")+"/\";\n"), 0o644)
+	cmd := exec.CommandContext(context.Background(), aptConfig, "dump")
+	cmd.Env = append(os.Environ(), "APT_CONFIG="+main)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("apt-config dump: %v\n%s", err, out)
+	}
+	return string(out)
+}
+
+func TestUnattendedUpgradesPassAptConfig(t *testing.T) {
+	aptConfig := needTool(t, "apt-config")
+	p := loadExample(t)
+	root := writeRoot(t, realisticRoot)
+	before := aptConfigDump(t, aptConfig, root)
+	if !strings.Contains(before, `APT::Periodic::Unattended-Upgrade "0";`) {
+		t.Fatalf("the judge does not read the scratch root:\n%s", before)
+	}
+	if _, err := Apply(context.Background(), p, root, false, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	out := aptConfigDump(t, aptConfig, root)
+	for _, want := range []string{
+		`APT::Periodic::Update-Package-Lists "1";`,
+		`APT::Periodic::Unattended-Upgrade "1";`,
+		`Unattended-Upgrade::Automatic-Reboot "true";`,
+		`Unattended-Upgrade::Automatic-Reboot-Time "03:00";`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("apt-config dump lacks %s", want)
+		}
+	}
+	// #clear removed the stock non-security origin; only security ones remain.
+	var origins []string
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, "Unattended-Upgrade::Origins-Pattern:: "); ok {
+			origins = append(origins, v)
+			if !strings.Contains(strings.ToLower(v), "security") {
+				t.Errorf("apt allows a non-security origin: %s", v)
+			}
+		}
+	}
+	if len(origins) != len(securityOrigins) {
+		t.Errorf("apt sees origins %q, want the %d security origins", origins, len(securityOrigins))
+	}
+}
