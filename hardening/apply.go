@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path"
 	"sort"
 	"strings"
@@ -14,15 +13,10 @@ import (
 	"time"
 )
 
-// stateDir holds the lock that lets one apply or undo run at a time.
-const stateDir = "/var/lib/fleetmesh/hardening"
-
-// lock takes the root's hardening lock, without waiting.
+// lock takes the root's hardening lock, without waiting. The lock is a
+// flock on the root directory itself, so taking it writes nothing.
 func (f *rootFS) lock() (unlock func(), err error) {
-	if _, err := f.mkdirAll(stateDir); err != nil {
-		return nil, err
-	}
-	fh, err := f.r.OpenFile(rel(stateDir+"/lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	fh, err := f.r.Open(".")
 	if err != nil {
 		return nil, err
 	}
