@@ -267,7 +267,7 @@ func checkServices(ctx context.Context, e *evaluation, f *rootFS, services []str
 		if installed && !masked {
 			e.ops = append(e.ops, op{kind: opSymlink, path: path.Join(systemdEtc, unit), target: "/dev/null", why: "mask " + unit})
 		}
-		if live != nil {
+		if live != nil && (installed || len(links) > 0) {
 			active, err := live.ServiceActive(ctx, unit)
 			switch {
 			case err != nil:

@@ -51,7 +51,17 @@ func (hostLive) Sysctl(_ context.Context, key string) (string, error) {
 	return strings.Join(strings.Fields(string(data)), " "), nil
 }
 
+// sdBooted reports whether systemd is the init system (sd_booted(3)); in a
+// container without it no unit can be running and there is none to stop.
+func sdBooted() bool {
+	fi, err := os.Lstat("/run/systemd/system")
+	return err == nil && fi.IsDir()
+}
+
 func (hostLive) ServiceActive(ctx context.Context, unit string) (bool, error) {
+	if !sdBooted() {
+		return false, nil
+	}
 	out, err := command(ctx, "systemctl", "is-active", unit)
 	state := strings.TrimSpace(out)
 	switch state {
@@ -72,6 +82,9 @@ func (hostLive) ReloadSysctl(ctx context.Context) error {
 }
 
 func (h hostLive) StopServices(ctx context.Context, units []string) error {
+	if !sdBooted() {
+		return nil
+	}
 	if err := h.ReloadSystemd(ctx); err != nil {
 		return err
 	}
@@ -80,6 +93,9 @@ func (h hostLive) StopServices(ctx context.Context, units []string) error {
 }
 
 func (hostLive) ReloadSystemd(ctx context.Context) error {
+	if !sdBooted() {
+		return nil
+	}
 	_, err := command(ctx, "systemctl", "daemon-reload")
 	return err
 }
@@ -127,7 +143,8 @@ func command(ctx context.Context, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		msg := strings.Join(strings.Fields(stderr.String()), " ") // one line, for tables and gossip
+		return stdout.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, msg)
 	}
 	return stdout.String(), nil
 }
