@@ -1,43 +1,20 @@
 package testenv
 
 import (
-	"fmt"
 	"time"
+
+	"github.com/fleetmesh/fleetmesh/testenv/wait"
 )
 
 // TB is the part of testing.TB that Eventually needs.
-type TB interface {
-	Helper()
-	Fatalf(format string, args ...any)
-}
+type TB = wait.TB
 
-// Eventually calls f until it returns nil or timeout passes, polling with a
-// short backoff. When it gives up it fails the test with f's last error, so a
-// failure says what was still wrong rather than just "timed out".
+// Eventually calls f until it returns nil or timeout passes; on timeout it
+// fails the test with f's last error.
 func Eventually(t TB, timeout time.Duration, f func() error) {
 	t.Helper()
-	if err := Poll(timeout, f); err != nil {
-		t.Fatalf("%v", err)
-	}
+	wait.Eventually(t, timeout, f)
 }
 
-// Poll is Eventually for code that is not a test: it returns an error that
-// wraps f's last error after timeout.
-func Poll(timeout time.Duration, f func() error) error {
-	deadline := time.Now().Add(timeout)
-	wait := 5 * time.Millisecond
-	var last error
-	for {
-		if last = f(); last == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("still failing after %v: %w", timeout, last)
-		}
-		timer := time.NewTimer(wait)
-		<-timer.C
-		if wait < 200*time.Millisecond {
-			wait *= 2
-		}
-	}
-}
+// Poll is Eventually for code that is not a test.
+func Poll(timeout time.Duration, f func() error) error { return wait.Poll(timeout, f) }

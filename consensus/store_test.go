@@ -1,0 +1,195 @@
+package consensus
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/fleetmesh/fleetmesh/node/pki"
+	"github.com/fleetmesh/fleetmesh/testenv/wait"
+	"github.com/hashicorp/raft"
+)
+
+func testTLS(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	ca, err := pki.NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, keyPEM, _ := pki.NewKey()
+	csr, _ := pki.CSR("n1", key)
+	cert, err := ca.Sign(csr, "n1", "gateway", []net.IP{net.ParseIP("127.0.0.1")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := pki.LoadIdentity(cert, keyPEM, ca.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id.MutualServerTLS(), id.ClientTLS()
+}
+
+func openTest(t *testing.T, dir string, bootstrap bool) *Store {
+	t.Helper()
+	srv, cli := testTLS(t)
+	s, err := Open(Config{NodeID: "n1", Dir: dir, Bind: "127.0.0.1:0", ServerTLS: srv, ClientTLS: cli, Bootstrap: bootstrap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.Eventually(t, 10*time.Second, func() error {
+		if !s.IsLeader() {
+			return errors.New("not leader yet")
+		}
+		return nil
+	})
+	return s
+}
+
+func initCmd() *Command {
+	return &Command{Op: OpInit, Init: &InitCommand{ClusterID: "c1", CACertPEM: "ca",
+		Secrets: Secrets{CAKeyPEM: []byte("key"), GossipKey: []byte("0123456789abcdef0123456789abcdef")},
+		Admin:   &Operator{ID: "op1", Hash: "h", Role: OperatorAdmin},
+		Device:  &Device{Name: "n1", Role: "gateway", State: DeviceJoined}}}
+}
+
+// Snapshots capture the whole spec and the secrets, and a restart restores
+// them from the snapshot plus the log after it.
+func TestSnapshotRestoreAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, true)
+	ctx := context.Background()
+	if _, err := s.Apply(ctx, initCmd()); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 40; i++ {
+		tok := &JoinToken{ID: fmt.Sprintf("t%03d", i), Hash: "h", Role: "sensor", Expires: time.Now().Add(time.Hour)}
+		if _, err := s.Apply(ctx, &Command{Op: OpCreateToken, Token: tok}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 20 {
+			if err := s.Snapshot(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want, _, _ := s.SpecJSON()
+	wantSecrets := s.Secrets()
+	s.Close()
+
+	s2 := openTest(t, dir, true) // bootstrap is ignored: state exists
+	defer s2.Close()
+	wait.Eventually(t, 10*time.Second, func() error {
+		got, _, _ := s2.SpecJSON()
+		if string(got) != string(want) {
+			return errors.New("spec not restored yet")
+		}
+		return nil
+	})
+	if !reflect.DeepEqual(s2.Secrets(), wantSecrets) {
+		t.Fatal("secrets not restored")
+	}
+}
+
+func TestFSMSnapshotRoundTrip(t *testing.T) {
+	f := newFSM()
+	apply := func(i uint64, c *Command) Result {
+		b, _ := json.Marshal(c)
+		return f.Apply(&raft.Log{Index: i, Type: raft.LogCommand, Data: b}).(Result)
+	}
+	apply(1, initCmd())
+	apply(2, &Command{Op: OpCreateToken, Token: &JoinToken{ID: "abc", Hash: "h", Role: "sensor", MaxUses: 1}})
+	apply(3, &Command{Op: OpPutDocument, Kind: "apps", ID: "collector", Doc: json.RawMessage(`{"v":1}`)})
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	g := newFSM()
+	if err := g.Restore(sink.reader()); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := json.Marshal(f.spec)
+	b, _ := json.Marshal(g.spec)
+	if string(a) != string(b) || !reflect.DeepEqual(f.secrets, g.secrets) {
+		t.Fatalf("restore differs:\n%s\n%s", a, b)
+	}
+}
+
+// The FSM decides joins from the command's time, never its own clock, and
+// refuses without changing anything.
+func TestFSMJoinRules(t *testing.T) {
+	f := newFSM()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	idx := uint64(0)
+	apply := func(c *Command) error {
+		idx++
+		b, _ := json.Marshal(c)
+		return f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: b}).(Result).Err
+	}
+	apply(initCmd())
+	apply(&Command{Op: OpCreateToken, Token: &JoinToken{ID: "one", Hash: "h1", Role: "sensor", MaxUses: 1, Expires: now.Add(time.Hour)}})
+	join := func(tokID, hash, name, role string, at time.Time) error {
+		return apply(&Command{Op: OpJoin, Time: at, Join: &JoinCommand{TokenID: tokID, TokenHash: hash, Device: &Device{Name: name, Role: role}}})
+	}
+	cases := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"wrong hash", join("one", "nope", "a", "sensor", now), ErrTokenUnknown},
+		{"unknown id", join("two", "h1", "a", "sensor", now), ErrTokenUnknown},
+		{"wrong role", join("one", "h1", "a", "compute", now), ErrTokenRole},
+		{"expired", join("one", "h1", "a", "sensor", now.Add(2*time.Hour)), ErrTokenExpired},
+		{"ok", join("one", "h1", "a", "sensor", now), nil},
+		{"used up", join("one", "h1", "b", "sensor", now), ErrTokenUsedUp},
+	}
+	for _, c := range cases {
+		if !errors.Is(c.err, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, c.err, c.want)
+		}
+	}
+	if len(f.spec.Devices) != 2 || f.spec.Tokens["one"].Uses != 1 {
+		t.Fatalf("refused joins changed the spec: %d devices, %d uses", len(f.spec.Devices), f.spec.Tokens["one"].Uses)
+	}
+	apply(&Command{Op: OpCreateToken, Token: &JoinToken{ID: "many", Hash: "h2", Role: "sensor"}})
+	if err := join("many", "h2", "a", "sensor", now); !errors.Is(err, ErrNameTaken) {
+		t.Errorf("duplicate name: %v", err)
+	}
+	apply(&Command{Op: OpRemoveDevice, ID: "a"})
+	if err := join("many", "h2", "a", "sensor", now); !errors.Is(err, ErrEvicted) {
+		t.Errorf("evicted name: %v", err)
+	}
+}
+
+type memSink struct{ b []byte }
+
+func (m *memSink) Write(p []byte) (int, error) { m.b = append(m.b, p...); return len(p), nil }
+func (m *memSink) Close() error                { return nil }
+func (m *memSink) ID() string                  { return "mem" }
+func (m *memSink) Cancel() error               { return nil }
+func (m *memSink) reader() *readCloser         { return &readCloser{b: m.b} }
+
+type readCloser struct {
+	b []byte
+	i int
+}
+
+func (r *readCloser) Read(p []byte) (int, error) {
+	if r.i >= len(r.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b[r.i:])
+	r.i += n
+	return n, nil
+}
+func (r *readCloser) Close() error { return nil }
