@@ -187,7 +187,7 @@ func (n *testNode) newReconciler(t *testing.T) *Reconciler {
 
 // removeNodeContainers removes the containers a test node created: only
 // those carrying its node label.
-func removeNodeContainers(t *testing.T, cli *client.Client, node string) {
+func removeNodeContainers(t testing.TB, cli *client.Client, node string) {
 	ctx := context.Background()
 	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
 		filters.Arg("label", LabelManaged+"=true"), filters.Arg("label", LabelNode+"="+node))})
