@@ -1,29 +1,23 @@
 package apps
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/fleetmesh/fleetmesh/testenv/image"
 	"github.com/fleetmesh/fleetmesh/testenv/wait"
 )
 
@@ -67,52 +61,7 @@ func setupDocker() (*client.Client, error) {
 }
 
 func buildTestImage(ctx context.Context, cli *client.Client) error {
-	dir, err := os.MkdirTemp("", "fleetmesh-healthsrv-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "healthsrv")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./testdata/healthsrv")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build healthsrv: %v\n%s", err, out)
-	}
-	prog, err := os.ReadFile(bin)
-	if err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, f := range []struct {
-		name string
-		mode int64
-		data []byte
-	}{
-		{"Dockerfile", 0o644, []byte("FROM scratch\nCOPY healthsrv /healthsrv\nENV PORT=8080\nEXPOSE 8080\nENTRYPOINT [\"/healthsrv\"]\n")},
-		{"healthsrv", 0o755, prog},
-	} {
-		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.data))}); err != nil {
-			return err
-		}
-		if _, err := tw.Write(f.data); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	resp, err := cli.ImageBuild(ctx, &buf, build.ImageBuildOptions{
-		Tags:        []string{testImage1, testImage2},
-		Remove:      true,
-		ForceRemove: true,
-		Version:     build.BuilderV1,
-	})
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return jsonmessage.DisplayJSONMessagesStream(resp.Body, io.Discard, 0, false, nil)
+	return image.BuildGo(ctx, cli, "./testdata/healthsrv", 8080, testImage1, testImage2)
 }
 
 func needDocker(t *testing.T) *client.Client {
