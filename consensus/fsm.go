@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,8 @@ var (
 	ErrInitialized   = errors.New("fleet already initialized")
 	ErrBadCommand    = errors.New("bad command")
 	ErrOperatorGone  = errors.New("no such operator credential")
+	ErrAppUnknown    = errors.New("no such application")
+	ErrAppVersion    = errors.New("this version of the application was already deployed with a different manifest; bump metadata.version")
 )
 
 // Command ops.
@@ -38,6 +41,8 @@ const (
 	OpRevokeOperator = "revoke_operator"
 	OpPutDocument    = "put_document"
 	OpDeleteDocument = "delete_document"
+	OpDeployApp      = "deploy_app"
+	OpRemoveApp      = "remove_app"
 )
 
 // Command is one change to the spec, as it goes through the Raft log. Time
@@ -55,6 +60,8 @@ type Command struct {
 	// Documents: Kind is apps, rollouts or policies.
 	Kind string          `json:"kind,omitempty"`
 	Doc  json.RawMessage `json:"doc,omitempty"`
+	// App is a version to deploy (OpDeployApp, ID is the app's name).
+	App *AppVersion `json:"app,omitempty"`
 }
 
 // InitCommand creates the fleet.
@@ -98,7 +105,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return Result{Index: l.Index, Err: fmt.Errorf("%w: %v", ErrBadCommand, err)}
 	}
 	f.mu.Lock()
-	err := f.apply(&c)
+	err := f.apply(&c, l.Index)
 	if err == nil {
 		f.spec.Version = l.Index
 	}
@@ -111,7 +118,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 }
 
 // apply changes the spec for c, or changes nothing and returns why not.
-func (f *fsm) apply(c *Command) error {
+func (f *fsm) apply(c *Command, idx uint64) error {
 	s := f.spec
 	switch c.Op {
 	case OpInit:
@@ -190,11 +197,40 @@ func (f *fsm) apply(c *Command) error {
 			return ErrOperatorGone
 		}
 		o.Revoked = true
+	case OpDeployApp:
+		if c.App == nil || c.ID == "" || c.App.Version == "" || len(c.App.Manifest) == 0 {
+			return fmt.Errorf("%w: deploy without name, version or manifest", ErrBadCommand)
+		}
+		rec, ok := s.Apps[c.ID]
+		if !ok {
+			rec = &AppRecord{Name: c.ID}
+			s.Apps[c.ID] = rec
+		}
+		for _, v := range rec.Versions {
+			if v.Version == c.App.Version {
+				if !bytes.Equal(v.Manifest, c.App.Manifest) {
+					return fmt.Errorf("%w (%s %s)", ErrAppVersion, c.ID, c.App.Version)
+				}
+				// Same version, same manifest: make it current again (a
+				// rollback to a known version, or a repeated deploy).
+				rec.Current, rec.Removed, rec.RemovedAt = v.Version, false, time.Time{}
+				return nil
+			}
+		}
+		v := *c.App
+		v.Deployed = c.Time
+		v.Index = idx
+		rec.Versions = append(rec.Versions, v)
+		rec.Current, rec.Removed, rec.RemovedAt = v.Version, false, time.Time{}
+	case OpRemoveApp:
+		rec, ok := s.Apps[c.ID]
+		if !ok || rec.Removed {
+			return fmt.Errorf("%w: %q", ErrAppUnknown, c.ID)
+		}
+		rec.Removed, rec.RemovedAt = true, c.Time
 	case OpPutDocument, OpDeleteDocument:
 		var m map[string]json.RawMessage
 		switch c.Kind {
-		case "apps":
-			m = s.Apps
 		case "rollouts":
 			m = s.Rollouts
 		case "policies":

@@ -44,7 +44,7 @@ type Spec struct {
 	Devices   map[string]*Device         `json:"devices"`
 	Tokens    map[string]*JoinToken      `json:"tokens"`
 	Operators map[string]*Operator       `json:"operators"`
-	Apps      map[string]json.RawMessage `json:"apps,omitempty"`
+	Apps      map[string]*AppRecord      `json:"apps,omitempty"`
 	Rollouts  map[string]json.RawMessage `json:"rollouts,omitempty"`
 	Policies  map[string]json.RawMessage `json:"policies,omitempty"`
 }
@@ -104,7 +104,7 @@ func newSpec() *Spec {
 		Devices:   map[string]*Device{},
 		Tokens:    map[string]*JoinToken{},
 		Operators: map[string]*Operator{},
-		Apps:      map[string]json.RawMessage{},
+		Apps:      map[string]*AppRecord{},
 		Rollouts:  map[string]json.RawMessage{},
 		Policies:  map[string]json.RawMessage{},
 	}
@@ -144,7 +144,7 @@ func fill(s *Spec) {
 		s.Operators = map[string]*Operator{}
 	}
 	if s.Apps == nil {
-		s.Apps = map[string]json.RawMessage{}
+		s.Apps = map[string]*AppRecord{}
 	}
 	if s.Rollouts == nil {
 		s.Rollouts = map[string]json.RawMessage{}
@@ -152,4 +152,34 @@ func fill(s *Spec) {
 	if s.Policies == nil {
 		s.Policies = map[string]json.RawMessage{}
 	}
+}
+
+// AppRecord is an application in the spec with every version ever deployed.
+// Manifests are kept as canonical JSON: consensus does not interpret them.
+type AppRecord struct {
+	Name string `json:"name"`
+	// Current is the version devices should run.
+	Current  string       `json:"current"`
+	Versions []AppVersion `json:"versions"`
+	// Removed is set by apps rm; the history stays.
+	Removed   bool      `json:"removed,omitempty"`
+	RemovedAt time.Time `json:"removed_at,omitempty"`
+}
+
+// AppVersion is one deployed version of an application.
+type AppVersion struct {
+	Version  string          `json:"version"`
+	Manifest json.RawMessage `json:"manifest"`
+	Index    uint64          `json:"index"`
+	Deployed time.Time       `json:"deployed"`
+}
+
+// CurrentVersion returns the version devices should run.
+func (a *AppRecord) CurrentVersion() *AppVersion {
+	for i := len(a.Versions) - 1; i >= 0; i-- {
+		if a.Versions[i].Version == a.Current {
+			return &a.Versions[i]
+		}
+	}
+	return nil
 }

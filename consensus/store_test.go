@@ -105,7 +105,9 @@ func TestFSMSnapshotRoundTrip(t *testing.T) {
 	}
 	apply(1, initCmd())
 	apply(2, &Command{Op: OpCreateToken, Token: &JoinToken{ID: "abc", Hash: "h", Role: "sensor", MaxUses: 1}})
-	apply(3, &Command{Op: OpPutDocument, Kind: "apps", ID: "collector", Doc: json.RawMessage(`{"v":1}`)})
+	if r := apply(3, &Command{Op: OpDeployApp, ID: "collector", App: &AppVersion{Version: "1", Manifest: json.RawMessage(`{"v":1}`)}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
 	snap, err := f.Snapshot()
 	if err != nil {
 		t.Fatal(err)

@@ -48,6 +48,9 @@ type Config struct {
 	// (gossip, Raft, API calls to peers). Tests use it to partition nodes.
 	Dial func(addr string) error
 
+	// Apps configures the application runtime.
+	Apps AppsConfig
+
 	// MetricsOpen serves /metrics without a credential.
 	MetricsOpen bool
 

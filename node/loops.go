@@ -23,6 +23,9 @@ func (n *Node) selfState() string {
 	if n.specVersion() == 0 {
 		return mesh.StateInitializing
 	}
+	if _, msg := n.appHealth(); msg != "" {
+		return mesh.StateError
+	}
 	return mesh.StateReady
 }
 
@@ -36,6 +39,7 @@ func (n *Node) health() mesh.Health {
 	if n.store != nil {
 		h.Leader, _ = n.store.Leader()
 	}
+	h.Apps, h.Message = n.appHealth()
 	return h
 }
 
@@ -61,6 +65,7 @@ func (n *Node) healthLoop() {
 		case <-t.C:
 		case <-specCh:
 		case <-leaderCh:
+		case <-n.healthKick:
 		case <-fast.C:
 			// Leader changes are not always signalled on LeaderCh (followers
 			// learn of a new leader silently): check cheaply.
@@ -210,6 +215,10 @@ func (n *Node) syncSpec(want uint64) {
 			n.spec = sp
 		}
 		n.specMu.Unlock()
+		select {
+		case n.specCh <- struct{}{}:
+		default:
+		}
 		n.mesh.Update(n.health())
 		return
 	}

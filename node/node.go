@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fleetmesh/fleetmesh/apps"
 	"github.com/fleetmesh/fleetmesh/consensus"
 	"github.com/fleetmesh/fleetmesh/mesh"
 	"github.com/fleetmesh/fleetmesh/node/netgate"
@@ -46,6 +47,11 @@ type Node struct {
 	started  time.Time
 	metrics  *metrics
 
+	reconciler *apps.Reconciler // nil when the runtime is off
+	docker     *apps.DockerDriver
+	healthKick chan struct{}
+	specCh     chan struct{}
+
 	specMu sync.RWMutex
 	spec   *consensus.Spec // edges: the local copy; gateways read the store
 
@@ -71,7 +77,8 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &Node{cfg: cfg, dir: dir, started: time.Now(), ctx: ctx, cancel: cancel}
+	n := &Node{cfg: cfg, dir: dir, started: time.Now(), ctx: ctx, cancel: cancel,
+		healthKick: make(chan struct{}, 1), specCh: make(chan struct{}, 1)}
 	n.log = cfg.Logger
 	switch {
 	case dir.exists(fileState):
@@ -91,6 +98,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.metrics = newMetrics(n)
+	n.startApps()
 	n.serve()
 	n.wg.Add(3)
 	go n.healthLoop()
@@ -467,6 +475,9 @@ func (n *Node) stop(graceful bool, reason string) error {
 			err = n.store.Close()
 		}
 		n.wg.Wait()
+		if n.docker != nil {
+			n.docker.Close()
+		}
 		if n.peer != nil {
 			n.peer.CloseIdleConnections()
 		}

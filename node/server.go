@@ -33,6 +33,10 @@ func (n *Node) serve() {
 	mux.HandleFunc("GET /v1/nodes/{name}", n.viewer(n.handleNode))
 	mux.HandleFunc("GET /v1/tokens", n.viewer(n.handleTokenList))
 	mux.HandleFunc("POST /v1/tokens", n.admin(n.handleTokenCreate))
+	mux.HandleFunc("GET /v1/apps", n.viewer(n.handleAppList))
+	mux.HandleFunc("POST /v1/apps", n.admin(n.handleAppDeploy))
+	mux.HandleFunc("GET /v1/apps/{name}", n.viewer(n.handleAppGet))
+	mux.HandleFunc("DELETE /v1/apps/{name}", n.admin(n.handleAppRemove))
 	mux.HandleFunc("GET /metrics", n.handleMetrics)
 	// Node to node, mutual TLS with a fleet certificate.
 	mux.HandleFunc("POST /internal/v1/apply", n.member(n.handleApply))

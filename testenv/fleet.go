@@ -53,6 +53,9 @@ type Fleet struct {
 	Admin   string
 	Token   func(role string) string
 	clients map[string]*api.Client
+	// ContainerPrefix namespaces this fleet's containers on the shared
+	// Docker engine; they are removed when the test ends.
+	ContainerPrefix string
 }
 
 // Member is one node of the fleet and what is needed to restart it.
@@ -97,6 +100,8 @@ func NewFleet(t testing.TB, opts Options) *Fleet {
 	// The base dir is made before Close is registered, so cleanups (last in,
 	// first out) stop the nodes before their data dirs are removed.
 	f.base = t.TempDir()
+	f.ContainerPrefix = "fmt" + randHex(4) + "-"
+	t.Cleanup(f.removeContainers)
 	t.Cleanup(f.Close)
 	gw1 := f.add(Spec{Name: "gw1", Role: "gateway", Site: "site-a"})
 	f.start(gw1, true, "")
@@ -144,6 +149,7 @@ func (f *Fleet) Config(m *Member, bootstrap bool, token string) node.Config {
 		Bind: net.JoinHostPort(m.IP, "0"), API: net.JoinHostPort(m.IP, "0"), RaftBind: net.JoinHostPort(m.IP, "0"),
 		Bootstrap: bootstrap, Join: token,
 		Dial:   f.net.DialHook(m.IP),
+		Apps:   node.AppsConfig{ContainerPrefix: f.ContainerPrefix, ResyncInterval: 2 * time.Second},
 		Logger: f.logger(m.Name),
 	}
 	TestTimings(&c)

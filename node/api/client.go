@@ -88,7 +88,11 @@ func NewClient(addr, token string, caPEM []byte) (*Client, error) {
 // Do sends a request and decodes a JSON answer into out (if non-nil).
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) (Meta, error) {
 	var body io.Reader
-	if in != nil {
+	contentType := "application/json"
+	if raw, ok := in.(RawBody); ok {
+		body = bytes.NewReader(raw)
+		contentType = "application/yaml"
+	} else if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return Meta{}, err
@@ -103,7 +107,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) (Meta
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
