@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/fleetmesh/fleetmesh/node/jointoken"
 )
@@ -108,9 +109,10 @@ func Provision(ctx context.Context, fl *Fleet, tok jointoken.Token, out string, 
 	if err := syncDir(tmp); err != nil {
 		return nil, err
 	}
-	// rename(2) replaces an empty directory atomically.
-	if err := os.Rename(tmp, out); err != nil {
-		return nil, fmt.Errorf("move seed into place: %w", err)
+	// rename(2) replaces an empty directory atomically; os.Rename would
+	// refuse an existing directory.
+	if err := syscall.Rename(tmp, out); err != nil {
+		return nil, fmt.Errorf("move seed into place at %s: %w", out, err)
 	}
 	done = true
 	if err := syncDir(parent); err != nil {

@@ -185,7 +185,9 @@ func renderUserData(p *Profile, tok jointoken.Token) ([]byte, error) {
 			{Path: UnitPath, Content: unitFile(p, tok), Owner: "root:root", Permissions: "0600"},
 		},
 		Runcmd: [][]string{
-			{"sh", "-c", "test -x " + BinaryPath + " || install -m 0755 " + BootMount + "/" + BootBinaryName + " " + BinaryPath},
+			// The image carries the binary in the boot partition; a seed used
+			// on its own expects it already installed.
+			{"sh", "-c", "if [ -f " + BootMount + "/" + BootBinaryName + " ]; then install -m 0755 " + BootMount + "/" + BootBinaryName + " " + BinaryPath + "; fi; test -x " + BinaryPath},
 			{"systemctl", "daemon-reload"},
 			{"systemctl", "enable", "fleetmesh.service"},
 		},
