@@ -52,6 +52,10 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(
 		newVersionCmd(),
+		newProvisionCmd(),
+		newImageCmd(),
+		newFlashCmd(),
+		newDiscoverCmd(),
 	)
 	return root
 }
