@@ -142,6 +142,9 @@ func makeTestImage(t testing.TB, dir string, total int64) *testImage {
 		src.Close()
 		os.Remove(part.path)
 	}
+	if total > 1<<30 {
+		return img // a benchmark image: hashing it would dominate
+	}
 	img.DataSHA256 = hashRange(t, img.Path, img.DataStart, img.DataSize)
 	img.BeforeBoot = hashRange(t, img.Path, 0, img.BootStart)
 	img.AfterEnd = hashRange(t, img.Path, img.DataStart+img.DataSize, total-img.DataStart-img.DataSize)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"debug/elf"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,9 +46,19 @@ func TestImageWritesSeedAndBinaryOnly(t *testing.T) {
 	binData := fakeELF(t, bin, uint16(elf.EM_AARCH64), 3*mib+12345)
 
 	run(t, "xz", "-k", "-T1", "-0", img.Path)
-	for _, in := range []string{img.Path, img.Path + ".xz"} {
-		t.Run(filepath.Ext(in), func(t *testing.T) {
-			out := filepath.Join(dir, "out"+filepath.Ext(in)+".img")
+	for _, c := range []struct {
+		name, in string
+		systemXZ bool
+	}{
+		{"img", img.Path, true},
+		{"xz-go", img.Path + ".xz", false},
+		{"xz-system", img.Path + ".xz", true},
+	} {
+		in := c.in
+		t.Run(c.name, func(t *testing.T) {
+			useSystemXZ = c.systemXZ
+			defer func() { useSystemXZ = true }()
+			out := filepath.Join(dir, "out-"+c.name+".img")
 			res, err := BuildImage(context.Background(), ImageOptions{
 				In: in, Out: out, Seed: seed, Binary: bin, GOARCH: p.GOARCH(),
 			})
@@ -124,4 +135,31 @@ func TestImageRefusesWrongArchAndLeavesNothing(t *testing.T) {
 	if len(entries) != 2 {
 		t.Fatalf("left behind: %v", entries)
 	}
+}
+
+func TestOpenImageTruncatedXZIsAnError(t *testing.T) {
+	needTool(t, "xz")
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "a.img")
+	data := make([]byte, 2*mib)
+	for i := range data {
+		data[i] = byte(i * 7 % 251)
+	}
+	os.WriteFile(raw, data, 0o644)
+	run(t, "xz", "-0", raw)
+	xzData, _ := os.ReadFile(raw + ".xz")
+	cut := filepath.Join(dir, "cut.img.xz")
+	os.WriteFile(cut, xzData[:len(xzData)/2], 0o644)
+	for _, system := range []bool{true, false} {
+		useSystemXZ = system
+		r, err := OpenImage(cut)
+		if err == nil {
+			_, err = io.Copy(io.Discard, r)
+			r.Close()
+		}
+		if err == nil {
+			t.Errorf("system xz %v: truncated stream read without error", system)
+		}
+	}
+	useSystemXZ = true
 }

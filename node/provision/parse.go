@@ -143,6 +143,16 @@ func checkNode(l *errList, n *yaml.Node, path string, t reflect.Type) {
 		fields := yamlFields(t)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
+			if k.Tag == "!!merge" { // <<: *common, or <<: [*a, *b]
+				if v.Kind == yaml.SequenceNode {
+					for _, m := range v.Content {
+						checkNode(l, m, path, t)
+					}
+				} else {
+					checkNode(l, v, path, t)
+				}
+				continue
+			}
 			ft, ok := fields[k.Value]
 			if !ok {
 				l.add(join(path, k.Value), "", "unknown key (line %d); known keys: %s", k.Line, knownKeys(t))

@@ -158,12 +158,19 @@ func (e *ValidationError) Error() string {
 		return b.String()
 	}
 	fmt.Fprintf(&b, "invalid device profile: %d problems:", len(e.Errs))
-	for _, fe := range e.Errs {
+	for i, fe := range e.Errs {
+		if i == maxReported {
+			fmt.Fprintf(&b, "\n  ... and %d more", len(e.Errs)-maxReported)
+			break
+		}
 		b.WriteString("\n  ")
 		b.WriteString(fe.Error())
 	}
 	return b.String()
 }
+
+// maxReported bounds the problems Error lists; Errs keeps them all.
+const maxReported = 50
 
 // Is makes errors.Is(err, ErrInvalidProfile) hold.
 func (e *ValidationError) Is(target error) bool { return target == ErrInvalidProfile }

@@ -272,3 +272,36 @@ func TestYAMLShapes(t *testing.T) {
 		}
 	}
 }
+
+func TestYAMLAnchorsAndMergeKeys(t *testing.T) {
+	fleet := `
+- &base
+  id: a
+  hostname: a
+  role: sensor
+  model: Pi4
+  site: plant-a
+  network: &net {interface: eth0, dhcp: true}
+  packages: &pkgs [i2c-tools]
+- <<: *base
+  id: b
+  hostname: b
+  network: *net
+  packages: *pkgs
+- <<: *base
+  id: c
+  hostname: c
+  colour: red
+`
+	_, err := ParseYAML([]byte(fleet))
+	if err == nil || !strings.Contains(err.Error(), "devices[2].colour: unknown key") {
+		t.Fatalf("err = %v", err)
+	}
+	fl, err := ParseYAML([]byte(strings.Replace(fleet, "  colour: red\n", "", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fl.Devices) != 3 || fl.Devices[2].Site != "plant-a" || fl.Devices[1].Packages[0] != "i2c-tools" {
+		t.Fatalf("%+v", fl.Devices)
+	}
+}
