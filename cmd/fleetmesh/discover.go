@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -45,9 +44,7 @@ the fleet. Only hosts this machine has talked to recently are in the table.`,
 				if pis == nil {
 					pis = []provision.FoundPi{}
 				}
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(pis)
+				return writeJSON(w, pis)
 			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "IP\tMAC\tVENDOR\tDEVICE\tSTATE\tIN FLEET")

@@ -1,10 +1,11 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/fleetmesh/fleetmesh/node/provision"
@@ -42,14 +43,17 @@ not marked removable, never a mounted one. A regular file is also accepted.`,
 				progressbar.OptionOnCompletion(func() { fmt.Fprintln(cmd.ErrOrStderr()) }),
 			)
 			fl := &provision.Flasher{Force: force, Progress: bar}
-			res, err := fl.Flash(cmd.Context(), image, device)
+			// Ctrl-C stops the write between chunks; the card is then incomplete.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			res, err := fl.Flash(ctx, image, device)
 			_ = bar.Finish()
 			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
 			if output == "json" {
-				return json.NewEncoder(w).Encode(map[string]any{"device": device, "bytes": res.Bytes, "sha256": res.SHA256, "verified": true})
+				return writeJSON(w, map[string]any{"device": device, "bytes": res.Bytes, "sha256": res.SHA256, "verified": true})
 			}
 			fmt.Fprintf(w, "%s: wrote and verified %d bytes, sha256 %s\n", device, res.Bytes, res.SHA256)
 			return nil

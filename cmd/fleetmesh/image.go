@@ -1,11 +1,12 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/fleetmesh/fleetmesh/node/provision"
 	"github.com/spf13/cobra"
@@ -57,7 +58,10 @@ an arm64 build. The output image holds the join token and is mode 0600.`,
 			if err != nil {
 				return err
 			}
-			res, err := provision.BuildImage(cmd.Context(), provision.ImageOptions{
+			// On Ctrl-C the copy stops and its temporary output is removed.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			res, err := provision.BuildImage(ctx, provision.ImageOptions{
 				In: in, Out: out, Seed: seed, Binary: binary, GOARCH: p.GOARCH(),
 			})
 			if err != nil {
@@ -65,9 +69,7 @@ an arm64 build. The output image holds the join token and is mode 0600.`,
 			}
 			w := cmd.OutOrStdout()
 			if output == "json" {
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(map[string]any{
+				return writeJSON(w, map[string]any{
 					"image": out, "hostname": p.Hostname, "partition": res.Partition,
 					"label": res.Label, "files": res.Files, "bytes": res.Size, "token": t.Redacted(),
 				})

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -39,6 +40,15 @@ func (t *tokenFlags) parse() (jointoken.Token, error) {
 		return jointoken.Token{}, errors.New("a join token is required: --token TOKEN or --token-file FILE (make one with 'fleetmesh token create')")
 	}
 	return jointoken.Parse(s) // its errors never contain the secret
+}
+
+// writeJSON prints v for -o json: indented, with '<' and '>' left alone
+// (redacted tokens carry them).
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }
 
 func validOutput(o string) error {
@@ -99,9 +109,7 @@ The seed holds the join token: its files are mode 0600.`,
 			}
 			w := cmd.OutOrStdout()
 			if output == "json" {
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(map[string]any{"token": t.Redacted(), "devices": rows})
+				return writeJSON(w, map[string]any{"token": t.Redacted(), "devices": rows})
 			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tHOSTNAME\tROLE\tMODEL\tSITE\tSEED")

@@ -44,6 +44,18 @@ func TestProvisionCLI(t *testing.T) {
 	if ud, _ := os.ReadFile(filepath.Join(out, "user-data")); !bytes.Contains(ud, []byte(s)) {
 		t.Fatal("user-data lacks the token")
 	}
+
+	code, stdout, stderr = runCLI(t, "provision", "-f", examplePath, "--token", s, "--out", out+"-json", "-o", "json")
+	var res struct {
+		Token   string
+		Devices []struct{ Hostname, Seed string }
+	}
+	if code != 0 || json.Unmarshal([]byte(stdout), &res) != nil {
+		t.Fatalf("exit %d: %s %s", code, stdout, stderr)
+	}
+	if res.Token != tok.Redacted() || !strings.Contains(stdout, "<redacted>") || res.Devices[0].Hostname != "edge-sensor-001" || strings.Contains(stdout, tok.Secret) {
+		t.Fatalf("json: %s", stdout)
+	}
 }
 
 func TestProvisionCLIErrors(t *testing.T) {

@@ -134,27 +134,27 @@ type ccPowerStat struct {
 	Condition bool   `yaml:"condition"`
 }
 
-// DeviceInfo is /etc/fleetmesh/device.json: the profile as the device sees
-// it, without secrets.
+// DeviceInfo is /etc/fleetmesh/device.json (mode 0644): the profile as the
+// device sees it, without secrets. The environment, which may hold some,
+// is only in /etc/fleetmesh/environment (0600).
 type DeviceInfo struct {
-	ID          string            `json:"id"`
-	Hostname    string            `json:"hostname"`
-	Role        Role              `json:"role"`
-	Model       Model             `json:"model"`
-	Arch        string            `json:"arch"`
-	Serial      string            `json:"serial,omitempty"`
-	Site        string            `json:"site"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	Packages    []string          `json:"packages,omitempty"`
-	Services    []string          `json:"services,omitempty"`
-	Environment map[string]string `json:"environment,omitempty"`
+	ID       string            `json:"id"`
+	Hostname string            `json:"hostname"`
+	Role     Role              `json:"role"`
+	Model    Model             `json:"model"`
+	Arch     string            `json:"arch"`
+	Serial   string            `json:"serial,omitempty"`
+	Site     string            `json:"site"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Packages []string          `json:"packages,omitempty"`
+	Services []string          `json:"services,omitempty"`
 }
 
 func renderUserData(p *Profile, tok jointoken.Token) ([]byte, error) {
 	info, err := json.MarshalIndent(DeviceInfo{
 		ID: p.ID, Hostname: p.Hostname, Role: p.Role, Model: p.Model, Arch: p.GOARCH(),
 		Serial: p.Serial, Site: p.Site, Labels: p.Labels,
-		Packages: p.Packages, Services: p.Services, Environment: p.Environment,
+		Packages: p.Packages, Services: p.Services,
 	}, "", "  ")
 	if err != nil {
 		return nil, err

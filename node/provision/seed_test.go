@@ -58,6 +58,12 @@ func matrix(t *testing.T) map[string]*Profile {
 
 func TestSeedMatrixPassesCloudInitSchema(t *testing.T) {
 	needTool(t, "cloud-init")
+	// The judge must be able to say no, or its yes means nothing.
+	bad := filepath.Join(t.TempDir(), "bad")
+	os.WriteFile(bad, []byte("#cloud-config\npower_state: {mode: explode}\n"), 0o600)
+	if err := exec.Command("cloud-init", "schema", "--config-file", bad).Run(); err == nil {
+		t.Fatal("cloud-init schema accepted an invalid power_state: it cannot judge")
+	}
 	tok := testToken(t)
 	for name, p := range matrix(t) {
 		t.Run(name, func(t *testing.T) {
@@ -132,6 +138,14 @@ func checkUserData(t *testing.T, p *Profile, s *Seed) {
 	}
 	if p.Network.WiFi != nil && p.Network.WiFi.Password != "" && strings.Contains(files[DeviceJSONPath], p.Network.WiFi.Password) {
 		t.Error("device.json holds the Wi-Fi password")
+	}
+	for k, v := range p.Environment {
+		if !strings.Contains(files[EnvFilePath], k+"=") {
+			t.Errorf("environment file lacks %s", k)
+		}
+		if v != "" && strings.Contains(files[DeviceJSONPath], v) {
+			t.Errorf("device.json (0644) holds environment value of %s", k)
+		}
 	}
 	enabled := map[string]bool{}
 	for _, c := range cc.Runcmd {
