@@ -163,3 +163,25 @@ func TestOpenImageTruncatedXZIsAnError(t *testing.T) {
 	}
 	useSystemXZ = true
 }
+
+func TestImageFallsBackToFirstFATPartition(t *testing.T) {
+	needTool(t, "mlabel", "mtype")
+	dir := t.TempDir()
+	img := makeTestImage(t, dir, 96*mib)
+	run(t, "mlabel", "-i", img.Path+"@@"+itoa(img.BootStart), "::RPI-BOOT")
+	p := loadExample(t)
+	seed, _ := GenerateSeed(p, testToken(t))
+	bin := filepath.Join(dir, "fleetmesh")
+	fakeELF(t, bin, uint16(elf.EM_AARCH64), 1000)
+	out := filepath.Join(dir, "out.img")
+	res, err := BuildImage(context.Background(), ImageOptions{In: img.Path, Out: out, Seed: seed, Binary: bin, GOARCH: "arm64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Partition != 1 || res.Label != "RPI-BOOT" {
+		t.Fatalf("%+v", res)
+	}
+	if got := mtoolsRead(t, out, img.BootStart, UserDataFile); !bytes.Equal(got, seed.UserData) {
+		t.Fatal("user-data not written to the fallback partition")
+	}
+}
