@@ -58,8 +58,11 @@ func firstNonEmpty(v ...string) string {
 	return ""
 }
 
+// printJSON prints v for -o json: indented, with '<' and '>' left alone
+// (redacted tokens carry them).
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
 }

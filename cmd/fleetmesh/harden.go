@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -79,7 +78,7 @@ The exit status is 2 when any rule fails.`,
 			}
 			out := cmd.OutOrStdout()
 			if f.output == "json" {
-				if err := writeJSON(out, rep); err != nil {
+				if err := printJSON(out, rep); err != nil {
 					return err
 				}
 			} else {
@@ -114,7 +113,7 @@ afterwards (for example, a package the policy needs is not installed).`,
 			}
 			out := cmd.OutOrStdout()
 			if f.output == "json" {
-				if err := writeJSON(out, res); err != nil {
+				if err := printJSON(out, res); err != nil {
 					return err
 				}
 			} else {
@@ -147,7 +146,7 @@ func newHardenUndoCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if f.output == "json" {
-				return writeJSON(out, res)
+				return printJSON(out, res)
 			}
 			fmt.Fprintf(out, "restored from %s\n", res.Backup)
 			for _, p := range res.Restored {
@@ -214,10 +213,4 @@ func printApply(w io.Writer, res *hardening.ApplyResult) {
 	if r := res.Report; r != nil {
 		fmt.Fprintf(w, "score %.1f%% (%d pass, %d fail, %d not applicable)\n", r.Score, r.Passed, r.Failed, r.NotApplicable)
 	}
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

@@ -58,6 +58,10 @@ func newRootCmd() *cobra.Command {
 		newNodesCmd(),
 		newTokenCmd(),
 		newHardenCmd(),
+		newProvisionCmd(),
+		newImageCmd(),
+		newFlashCmd(),
+		newDiscoverCmd(),
 	)
 	return root
 }
