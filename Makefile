@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/fleetmesh/fleetmesh/node.Version=$(VERSION)
 BIN := bin/fleetmesh
 # Debian packages the tests use as real judges (validators, nft, sshd, ...).
-DEB_PKGS := cloud-init netplan.io mtools dosfstools nftables openssh-server fail2ban systemd iproute2 prometheus
+DEB_PKGS := cloud-init netplan.io mtools dosfstools xz-utils e2fsprogs nftables openssh-server fail2ban systemd iproute2 prometheus
 
 .PHONY: help build test test-race bench demo check fuzz deps clean
 

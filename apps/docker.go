@@ -152,7 +152,7 @@ func (d *DockerDriver) Ensure(ctx context.Context, inst Instance, progress func(
 		// running version.
 		if current == nil && !pulled {
 			progress(Status{State: StatePulling, Message: inst.Image})
-			if err := d.ensureImage(ctx, inst.Image); err != nil {
+			if err := d.ensureImage(ctx, inst.Image, inst.PullPolicy); err != nil {
 				return fail(err)
 			}
 			pulled = true
@@ -167,7 +167,7 @@ func (d *DockerDriver) Ensure(ctx context.Context, inst Instance, progress func(
 	}
 	if !pulled {
 		progress(Status{State: StatePulling, Message: inst.Image})
-		if err := d.ensureImage(ctx, inst.Image); err != nil {
+		if err := d.ensureImage(ctx, inst.Image, inst.PullPolicy); err != nil {
 			return fail(err)
 		}
 	}
@@ -228,15 +228,28 @@ func containerStatus(state container.ContainerState, exitCode int, errMsg string
 	}
 }
 
-// ensureImage pulls ref from its registry, bounded by PullTimeout, and
-// falls back to a copy already on the device: an edge site is often cut off
-// from every registry, and images arrive by other means.
-func (d *DockerDriver) ensureImage(ctx context.Context, ref string) error {
+// ensureImage makes ref available as its pull policy says. IfNotPresent
+// uses a local copy without asking any registry; Always pulls from the
+// registry the image names, bounded by PullTimeout, and falls back to a
+// copy already on the device: an edge site is often cut off from every
+// registry, and images arrive by other means. Never only looks locally.
+func (d *DockerDriver) ensureImage(ctx context.Context, ref, policy string) error {
 	named, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {
 		return fmt.Errorf("image %q: %w", ref, err)
 	}
 	full := reference.TagNameOnly(named).String()
+	if policy == PullIfNotPresent || policy == PullNever {
+		_, err := d.cli.ImageInspect(ctx, full)
+		switch {
+		case err == nil:
+			return nil
+		case !cerrdefs.IsNotFound(err):
+			return fmt.Errorf("%w: %s: the local copy could not be inspected: %v", ErrImageUnavailable, ref, err)
+		case policy == PullNever:
+			return fmt.Errorf("%w: %s: not present locally, and imagePullPolicy is Never", ErrImageUnavailable, ref)
+		}
+	}
 	pctx, cancel := context.WithTimeout(ctx, d.cfg.PullTimeout)
 	pullErr := d.pull(pctx, full)
 	cancel()

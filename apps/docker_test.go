@@ -561,7 +561,9 @@ func TestDockerFreshNodeRemovesNothingUntilTold(t *testing.T) {
 func TestDockerImageUnavailable(t *testing.T) {
 	t.Parallel()
 	n := newTestNode(t, "sensor", "")
-	m := manifest(t, "ghost", "1", "fleetmesh-test/no-such-image:1", "{}", "")
+	// The "registry" is a closed loopback port: the pull fails at once and
+	// no traffic leaves this machine. :latest makes the policy Always.
+	m := manifest(t, "ghost", "1", "127.0.0.1:1/fleetmesh-test/no-such-image:latest", "{}", "")
 	n.rec.SetDesired(Desired{Index: 1, Apps: []*Manifest{m}})
 	err := n.rec.Reconcile(context.Background())
 	if !errors.Is(err, ErrImageUnavailable) {
@@ -570,5 +572,27 @@ func TestDockerImageUnavailable(t *testing.T) {
 	st := n.rec.Status()["ghost"]
 	if st.State != StateFailed || !strings.Contains(st.Message, "pull failed") || !strings.Contains(st.Message, "not present locally") {
 		t.Errorf("status = %+v; the message must say both that the pull failed and that there is no local copy", st)
+	}
+}
+
+// A pinned tag present locally is used without asking any registry; with
+// Never, a missing image is refused without a pull.
+func TestDockerPullPolicies(t *testing.T) {
+	t.Parallel()
+	if got := defaultPullPolicy("plant/collector:1.4.0"); got != PullIfNotPresent {
+		t.Errorf("pinned tag: %s", got)
+	}
+	for _, img := range []string{"plant/collector", "plant/collector:latest", "127.0.0.1:5000/x"} {
+		if got := defaultPullPolicy(img); got != PullAlways {
+			t.Errorf("%s: %s", img, got)
+		}
+	}
+	n := newTestNode(t, "sensor", "")
+	m := manifest(t, "never", "1", "127.0.0.1:1/fleetmesh-test/absent:3", "{}", "")
+	m.Spec.Deployment.ImagePullPolicy = PullNever
+	n.rec.SetDesired(Desired{Index: 1, Apps: []*Manifest{m}})
+	n.rec.Reconcile(context.Background())
+	if st := n.rec.Status()["never"]; st.State != StateFailed || !strings.Contains(st.Message, "imagePullPolicy is Never") || strings.Contains(st.Message, "pull failed") {
+		t.Errorf("status = %+v", st)
 	}
 }

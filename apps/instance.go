@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // Instance is a manifest resolved for one device: defaults applied,
@@ -33,6 +34,10 @@ type Instance struct {
 	CPURequest    int64  `json:"cpuRequest,omitempty"`
 	RestartPolicy string `json:"restartPolicy"`
 	Privileged    bool   `json:"privileged,omitempty"`
+
+	// PullPolicy is resolved: Always, IfNotPresent or Never. It is not part
+	// of Hash: changing it does not restart the application.
+	PullPolicy string `json:"-"`
 
 	// HealthCheck is run by the agent, not by the driver, so it is not part
 	// of Hash: changing a probe does not restart the application.
@@ -69,6 +74,10 @@ func Resolve(m *Manifest, n NodeInfo) (Instance, error) {
 	}
 	if inst.RestartPolicy == "" {
 		inst.RestartPolicy = DefaultRestartPolicy
+	}
+	inst.PullPolicy = d.ImagePullPolicy
+	if inst.PullPolicy == "" && d.Type == TypeContainer {
+		inst.PullPolicy = defaultPullPolicy(d.Image)
 	}
 	for _, p := range d.Ports {
 		p.short, p.shortErr = "", ""
@@ -153,4 +162,31 @@ func (inst Instance) Key() InstanceKey { return InstanceKey{Type: inst.Type, App
 type InstanceKey struct {
 	Type DeploymentType
 	App  string
+}
+
+// Image pull policies.
+const (
+	PullAlways       = "Always"
+	PullIfNotPresent = "IfNotPresent"
+	PullNever        = "Never"
+)
+
+// defaultPullPolicy is Always for an untagged or :latest image (the name
+// promises the newest), IfNotPresent for anything pinned.
+func defaultPullPolicy(image string) string {
+	ref := image
+	if i := strings.LastIndex(ref, "@"); i >= 0 {
+		return PullIfNotPresent // pinned by digest
+	}
+	if i := strings.LastIndex(ref, "/"); i >= 0 {
+		ref = ref[i+1:]
+	}
+	tag := ""
+	if i := strings.LastIndex(ref, ":"); i >= 0 {
+		tag = ref[i+1:]
+	}
+	if tag == "" || tag == "latest" {
+		return PullAlways
+	}
+	return PullIfNotPresent
 }

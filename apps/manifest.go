@@ -60,6 +60,11 @@ type Deployment struct {
 	// Image is the container image for container and kubernetes, and the
 	// snap's name for snap.
 	Image string `yaml:"image,omitempty" json:"image,omitempty"`
+	// ImagePullPolicy is Always, IfNotPresent or Never (container only).
+	// Unset: Always for an untagged or :latest image, else IfNotPresent —
+	// Kubernetes' rule, which also keeps a cut-off site from waiting on a
+	// registry for an image it already has.
+	ImagePullPolicy string `yaml:"imagePullPolicy,omitempty" json:"imagePullPolicy,omitempty"`
 	// Channel is the snap channel (snap only), e.g. "latest/stable".
 	Channel string `yaml:"channel,omitempty" json:"channel,omitempty"`
 	// Command replaces the image's entrypoint; for systemd it is the program

@@ -189,6 +189,14 @@ func (d *Deployment) validate(field string, opts ValidateOptions, errs *FieldErr
 	if d.Resources != nil {
 		d.Resources.validate(f("resources"), errs)
 	}
+	switch d.ImagePullPolicy {
+	case "", PullAlways, PullIfNotPresent, PullNever:
+		if d.ImagePullPolicy != "" && d.Type != TypeContainer {
+			notFor("imagePullPolicy", true)
+		}
+	default:
+		errs.add(f("imagePullPolicy"), "%q: use Always, IfNotPresent or Never", d.ImagePullPolicy)
+	}
 	switch d.RestartPolicy {
 	case "", RestartNo, RestartAlways, RestartOnFailure, RestartUnlessStopped:
 	default:
