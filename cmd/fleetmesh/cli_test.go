@@ -217,3 +217,58 @@ func TestAgentBootstrapCommand(t *testing.T) {
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+func TestAppsCommands(t *testing.T) {
+	if err := testenv.BuildHealthImage(); err != nil {
+		if os.Getenv("FLEETMESH_REQUIRE_DOCKER") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 1, Edges: []testenv.Spec{{Name: "s1", Role: "sensor"}}})
+	caPath := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caPath, f.CA, 0o600)
+	t.Setenv("FLEETMESH_ADDR", f.Member("gw1").Node.APIAddr())
+	t.Setenv("FLEETMESH_TOKEN", f.Admin)
+	t.Setenv("FLEETMESH_CACERT", caPath)
+	manifest := filepath.Join(t.TempDir(), "app.yaml")
+	os.WriteFile(manifest, []byte("apiVersion: fleetmesh.io/v1\nkind: EdgeApplication\nmetadata: {name: echo, version: \"1\"}\nspec:\n  selector: {role: sensor}\n  deployment: {type: container, image: "+testenv.HealthImageV1+"}\n"), 0o600)
+
+	out, stderr, code := cli(t, "apps", "deploy", "-f", manifest)
+	if code != 0 || !strings.Contains(out, "deployed echo 1") {
+		t.Fatalf("deploy: %d %q %q", code, out, stderr)
+	}
+	testenv.Eventually(t, 60*time.Second, func() error {
+		out, _, code := cli(t, "apps", "show", "echo", "-o", "json")
+		var d api.AppDetail
+		if code != 0 || json.Unmarshal([]byte(out), &d) != nil {
+			return errorString("apps show failed: " + out)
+		}
+		if len(d.Nodes) != 1 || d.Nodes[0].Node != "s1" || d.Nodes[0].Status != "running" {
+			return errorString("echo not running on s1 yet: " + out)
+		}
+		return nil
+	})
+	out, _, code = cli(t, "apps", "ls")
+	if code != 0 || !strings.Contains(out, "echo") || !strings.Contains(out, "role=sensor") || !strings.Contains(out, "running 1") {
+		t.Fatalf("apps ls: %d %q", code, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("apiVersion: fleetmesh.io/v1\nkind: EdgeApplication\nmetadata: {name: echo, version: \"2\"}\nspec:\n  deployment: {type: container, image: x, ports: [\"80:x\"]}\n"), 0o600)
+	_, stderr, code = cli(t, "apps", "deploy", "-f", bad)
+	if code == 0 || !strings.Contains(stderr, "spec.deployment.ports[0]") {
+		t.Fatalf("bad manifest: %d %q", code, stderr)
+	}
+	out, _, code = cli(t, "apps", "template", "mosquitto")
+	if code != 0 || !strings.Contains(out, "kind: EdgeApplication") {
+		t.Fatalf("template: %d %q", code, out)
+	}
+	out, _, code = cli(t, "apps", "rm", "echo")
+	if code != 0 || !strings.Contains(out, "removed echo") {
+		t.Fatalf("rm: %d %q", code, out)
+	}
+	_, stderr, code = cli(t, "apps", "show", "echo")
+	if code == 0 || !strings.Contains(stderr, "no application") {
+		t.Fatalf("show after rm: %d %q", code, stderr)
+	}
+}

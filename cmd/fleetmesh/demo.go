@@ -68,7 +68,9 @@ func newDemoCmd() *cobra.Command {
 				}
 				cfg := node.Config{DataDir: filepath.Join(dir, d.name), Name: d.name, Role: d.role, Site: d.site,
 					Bind: "127.0.0.1:0", API: apiAddr, RaftBind: "127.0.0.1:0", Logger: logger.With("node", d.name),
-					HealthInterval: time.Second}
+					HealthInterval: time.Second,
+					// All demo nodes share this machine's Docker engine.
+					Apps: node.AppsConfig{ContainerPrefix: "fmdemo-"}}
 				if i == 0 {
 					cfg.Bootstrap = true
 				} else {

@@ -57,6 +57,7 @@ func newRootCmd() *cobra.Command {
 		newStatusCmd(),
 		newNodesCmd(),
 		newTokenCmd(),
+		newAppsCmd(),
 		newHardenCmd(),
 		newProvisionCmd(),
 		newImageCmd(),
