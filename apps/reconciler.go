@@ -74,6 +74,7 @@ type Reconciler struct {
 	passMu  sync.Mutex // one pass at a time
 
 	mu      sync.Mutex
+	policy  ValidateOptions
 	node    NodeInfo
 	desired Desired
 	known   bool // desired came from the spec or from disk
@@ -108,6 +109,7 @@ func NewReconciler(cfg ReconcilerConfig) (*Reconciler, error) {
 	}
 	r := &Reconciler{
 		cfg:     cfg,
+		policy:  cfg.Policy,
 		log:     cfg.Logger,
 		http:    cfg.HTTPClient,
 		trigger: make(chan struct{}, 1),
@@ -187,6 +189,18 @@ func (r *Reconciler) SetNode(n NodeInfo) {
 	r.Trigger()
 }
 
+// SetPolicy replaces the fleet policy manifests are checked against (the
+// security policy can change while the device runs) and triggers a pass.
+func (r *Reconciler) SetPolicy(p ValidateOptions) {
+	r.mu.Lock()
+	changed := r.policy != p
+	r.policy = p
+	r.mu.Unlock()
+	if changed {
+		r.Trigger()
+	}
+}
+
 // Trigger asks Run for a pass now. It never blocks; triggers that arrive
 // during a pass coalesce into one more pass.
 func (r *Reconciler) Trigger() {
@@ -236,7 +250,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) error {
 	defer r.passMu.Unlock()
 
 	r.mu.Lock()
-	node, desired, known := r.node, r.desired, r.known
+	node, desired, known, policy := r.node, r.desired, r.known, r.policy
 	r.mu.Unlock()
 	if !known {
 		// Never heard from the spec nor from disk: do not remove what
@@ -256,7 +270,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) error {
 		}
 		key := InstanceKey{Type: m.Spec.Deployment.Type, App: m.Metadata.Name}
 		wantedApps[key.App] = true
-		if err := m.Validate(r.cfg.Policy); err != nil {
+		if err := m.Validate(policy); err != nil {
 			wanted[key] = want{inst: Instance{App: key.App, Version: m.Metadata.Version, Type: key.Type}, invalid: err}
 			continue
 		}

@@ -52,6 +52,7 @@ func (n *Node) startApps() {
 		Node:           apps.NodeInfo{Name: n.state.Name, Role: n.state.Role, Site: n.state.Site, Labels: n.state.Labels},
 		Drivers:        drivers,
 		Store:          apps.NewLastApplied(n.cfg.DataDir),
+		Policy:         apps.ValidateOptions{AllowPrivileged: n.allowPrivileged()},
 		ResyncInterval: n.cfg.Apps.ResyncInterval,
 		OnStatusChange: func(string, apps.AppStatus) { n.kickHealth() },
 		Logger:         log,
@@ -185,10 +186,6 @@ func (n *Node) handleAppDeploy(w http.ResponseWriter, r *http.Request) {
 	n.log.Info("application deployed", "app", m.Metadata.Name, "version", m.Metadata.Version, "index", idx)
 	writeJSON(w, http.StatusCreated, api.AppDeployResult{Name: m.Metadata.Name, Version: m.Metadata.Version, Index: idx})
 }
-
-// allowPrivileged says whether the fleet's security policy allows
-// privileged containers. Until a policy says so, it does not.
-func (n *Node) allowPrivileged() bool { return false }
 
 func (n *Node) handleAppRemove(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")

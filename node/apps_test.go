@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -381,23 +381,23 @@ func TestBadManifestsRefused(t *testing.T) {
 	before, _ := running(f, "s1")
 	good := string(collector("2.0.0", testenv.HealthImageV1, ""))
 	cases := map[string]struct{ body, want string }{
-		"not yaml":         {"{{{", "manifest"},
-		"empty":            {"", "manifest"},
-		"wrong kind":       {strings.Replace(good, "kind: EdgeApplication", "kind: Pod", 1), "kind"},
-		"wrong apiVersion": {strings.Replace(good, "fleetmesh.io/v1", "v2", 1), "apiVersion"},
-		"unknown field":    {strings.Replace(good, "restartPolicy:", "restartPolicyy:", 1), "restartPolicyy"},
-		"bad port":         {strings.Replace(good, `ports: ["8080"]`, `ports: ["8080", "80:x"]`, 1), "spec.deployment.ports[1]"},
-		"bad memory":       {strings.Replace(good, "memory: 64Mi", "memory: lots", 1), "spec.deployment.resources.limits.memory"},
-		"bad cpu":          {strings.Replace(good, `cpu: "0.5"`, `cpu: fast`, 1), "spec.deployment.resources.limits.cpu"},
-		"bad restart":      {strings.Replace(good, "unless-stopped", "sometimes", 1), "restartPolicy"},
-		"bad type":         {strings.Replace(good, "type: container", "type: vm", 1), "spec.deployment.type"},
-		"no image":         {strings.Replace(good, "image: "+testenv.HealthImageV1, "", 1), "image"},
-		"bad fieldPath":    {strings.Replace(good, "metadata.name", "metadata.uid", 1), "fieldPath"},
-		"privileged":       {strings.Replace(good, "restartPolicy: unless-stopped", "restartPolicy: unless-stopped\n    privileged: true", 1), "privileged"},
-		"bad name":         {strings.Replace(good, "name: collector", "name: Collector_1", 1), "metadata.name"},
-		"no version":       {strings.Replace(good, `version: "2.0.0"`, `version: ""`, 1), "metadata.version"},
-		"bad health port":  {strings.Replace(good, "port: 8080}", "port: 99999}", 1), "healthCheck"},
-		"bad pull policy":  {strings.Replace(good, "restartPolicy: unless-stopped", "restartPolicy: unless-stopped\n    imagePullPolicy: Sometimes", 1), "imagePullPolicy"},
+		"not yaml":                     {"{{{", "manifest"},
+		"empty":                        {"", "manifest"},
+		"wrong kind":                   {strings.Replace(good, "kind: EdgeApplication", "kind: Pod", 1), "kind"},
+		"wrong apiVersion":             {strings.Replace(good, "fleetmesh.io/v1", "v2", 1), "apiVersion"},
+		"unknown field":                {strings.Replace(good, "restartPolicy:", "restartPolicyy:", 1), "restartPolicyy"},
+		"bad port":                     {strings.Replace(good, `ports: ["8080"]`, `ports: ["8080", "80:x"]`, 1), "spec.deployment.ports[1]"},
+		"bad memory":                   {strings.Replace(good, "memory: 64Mi", "memory: lots", 1), "spec.deployment.resources.limits.memory"},
+		"bad cpu":                      {strings.Replace(good, `cpu: "0.5"`, `cpu: fast`, 1), "spec.deployment.resources.limits.cpu"},
+		"bad restart":                  {strings.Replace(good, "unless-stopped", "sometimes", 1), "restartPolicy"},
+		"bad type":                     {strings.Replace(good, "type: container", "type: vm", 1), "spec.deployment.type"},
+		"no image":                     {strings.Replace(good, "image: "+testenv.HealthImageV1, "", 1), "image"},
+		"bad fieldPath":                {strings.Replace(good, "metadata.name", "metadata.uid", 1), "fieldPath"},
+		"privileged":                   {strings.Replace(good, "restartPolicy: unless-stopped", "restartPolicy: unless-stopped\n    privileged: true", 1), "privileged"},
+		"bad name":                     {strings.Replace(good, "name: collector", "name: Collector_1", 1), "metadata.name"},
+		"no version":                   {strings.Replace(good, `version: "2.0.0"`, `version: ""`, 1), "metadata.version"},
+		"bad health port":              {strings.Replace(good, "port: 8080}", "port: 99999}", 1), "healthCheck"},
+		"bad pull policy":              {strings.Replace(good, "restartPolicy: unless-stopped", "restartPolicy: unless-stopped\n    imagePullPolicy: Sometimes", 1), "imagePullPolicy"},
 		"same version, other manifest": {strings.Replace(string(collector("1.0.0", testenv.HealthImageV2, "")), "", "", 1), "already deployed"},
 	}
 	for name, c := range cases {

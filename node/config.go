@@ -50,6 +50,8 @@ type Config struct {
 
 	// Apps configures the application runtime.
 	Apps AppsConfig
+	// Hardening configures the security-policy checks.
+	Hardening HardeningConfig
 
 	// MetricsOpen serves /metrics without a credential.
 	MetricsOpen bool
@@ -124,6 +126,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HealthInterval == 0 {
 		c.HealthInterval = DefaultHealthInterval
+	}
+	if c.Hardening.Root == "" {
+		c.Hardening.Root = "/"
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

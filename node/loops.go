@@ -40,6 +40,7 @@ func (n *Node) health() mesh.Health {
 		h.Leader, _ = n.store.Leader()
 	}
 	h.Apps, h.Message = n.appHealth()
+	h.Compliance = n.currentCompliance()
 	return h
 }
 

@@ -52,6 +52,9 @@ type Node struct {
 	healthKick chan struct{}
 	specCh     chan struct{}
 
+	complianceMu sync.Mutex
+	compliance   *mesh.Compliance
+
 	specMu sync.RWMutex
 	spec   *consensus.Spec // edges: the local copy; gateways read the store
 
@@ -100,7 +103,8 @@ func Start(cfg Config) (*Node, error) {
 	n.metrics = newMetrics(n)
 	n.startApps()
 	n.serve()
-	n.wg.Add(3)
+	n.wg.Add(4)
+	go n.policyLoop()
 	go n.healthLoop()
 	go n.peersLoop()
 	go n.reconnectLoop()

@@ -37,6 +37,8 @@ func (n *Node) serve() {
 	mux.HandleFunc("POST /v1/apps", n.admin(n.handleAppDeploy))
 	mux.HandleFunc("GET /v1/apps/{name}", n.viewer(n.handleAppGet))
 	mux.HandleFunc("DELETE /v1/apps/{name}", n.admin(n.handleAppRemove))
+	mux.HandleFunc("GET /v1/policy", n.viewer(n.handlePolicyGet))
+	mux.HandleFunc("POST /v1/policy", n.admin(n.handlePolicySet))
 	mux.HandleFunc("GET /metrics", n.handleMetrics)
 	// Node to node, mutual TLS with a fleet certificate.
 	mux.HandleFunc("POST /internal/v1/apply", n.member(n.handleApply))
@@ -344,6 +346,9 @@ func (n *Node) nodeViews() []api.Node {
 				TempC: m.Health.TempC, Load1: m.Health.Load1, UptimeSec: m.Health.UptimeSec},
 			Message: m.Health.Message,
 		}
+		if c := m.Health.Compliance; c != nil {
+			v.Compliance = &api.NodeCompliance{Policy: c.Policy, Score: c.Score, Failing: c.Failing, Checked: c.Checked}
+		}
 		for _, a := range m.Health.Apps {
 			v.Apps = append(v.Apps, api.AppStatus{Name: a.Name, Version: a.Version, Status: a.Status, Message: a.Message, Since: a.Since})
 		}
@@ -399,6 +404,10 @@ func (n *Node) fleetSummary() api.Fleet {
 		}
 		if v.State == mesh.StateError {
 			f.Alerts = append(f.Alerts, fmt.Sprintf("%s is in error: %s", v.Name, v.Message))
+		}
+		if c := v.Compliance; c != nil && len(c.Failing) > 0 {
+			f.NonCompliant = append(f.NonCompliant, v.Name)
+			f.Alerts = append(f.Alerts, fmt.Sprintf("%s does not comply with policy %s (score %.0f%%; failing: %s)", v.Name, c.Policy, c.Score, strings.Join(c.Failing, ", ")))
 		}
 	}
 	n.withSpec(func(s *consensus.Spec) { f.Applications = len(s.Apps) })

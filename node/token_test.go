@@ -192,3 +192,41 @@ func wantStatus(t *testing.T, err error, code int, substr string) {
 		t.Errorf("got %v, want HTTP %d mentioning %q", err, code, substr)
 	}
 }
+
+// Bad request bodies get a clear 400 and change nothing.
+func TestBadJSONBodies(t *testing.T) {
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 1})
+	ctx := context.Background()
+	c := f.Client("gw1")
+	before := f.Member("gw1").Node.Store().Version()
+	cases := map[string]struct {
+		body any
+		want string
+	}{
+		"not json":      {api.RawBody("{role: sensor"), "invalid JSON"},
+		"empty":         {api.RawBody(""), "empty"},
+		"unknown field": {map[string]any{"role": "sensor", "colour": "red"}, "unknown field"},
+		"wrong type":    {map[string]any{"role": "sensor", "uses": "three"}, `field "uses"`},
+		"trailing":      {api.RawBody(`{"role":"sensor"} {"role":"gateway"}`), "trailing data"},
+		"bad role":      {map[string]any{"role": "toaster"}, "role"},
+		"bad ttl":       {map[string]any{"role": "sensor", "ttl": "forever"}, "ttl"},
+		"negative uses": {map[string]any{"role": "sensor", "uses": -1}, "uses"},
+		"huge":          {api.RawBody(`{"role":"` + strings.Repeat("x", 2<<20) + `"}`), "larger than"},
+	}
+	for name, tc := range cases {
+		_, err := c.Do(ctx, "POST", "/v1/tokens", tc.body, nil)
+		var se *api.StatusError
+		if !errors.As(err, &se) || se.Code != 400 || !strings.Contains(se.Message, tc.want) {
+			t.Errorf("%s: got %v, want 400 mentioning %q", name, err, tc.want)
+		}
+	}
+	if after := f.Member("gw1").Node.Store().Version(); after != before {
+		t.Errorf("refused requests changed the spec: %d -> %d", before, after)
+	}
+	// The join endpoint too, without any credential.
+	_, err := f.ClientWith("gw1", "").Do(ctx, "POST", "/v1/join", api.RawBody("[]"), nil)
+	var se *api.StatusError
+	if !errors.As(err, &se) || se.Code != 400 {
+		t.Errorf("join with a bad body: %v", err)
+	}
+}

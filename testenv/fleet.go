@@ -142,15 +142,21 @@ func (f *Fleet) add(s Spec) *Member {
 	return m
 }
 
+// Root is the scratch root filesystem the node's security checks see.
+func (m *Member) Root() string { return m.DataDir + "-root" }
+
 // Config is the node config the fleet uses for m.
 func (f *Fleet) Config(m *Member, bootstrap bool, token string) node.Config {
 	c := node.Config{
 		DataDir: m.DataDir, Name: m.Name, Role: m.Role, Site: m.Site, Labels: m.Labels,
 		Bind: net.JoinHostPort(m.IP, "0"), API: net.JoinHostPort(m.IP, "0"), RaftBind: net.JoinHostPort(m.IP, "0"),
 		Bootstrap: bootstrap, Join: token,
-		Dial:   f.net.DialHook(m.IP),
-		Apps:   node.AppsConfig{ContainerPrefix: f.ContainerPrefix, ResyncInterval: 2 * time.Second},
-		Logger: f.logger(m.Name),
+		Dial: f.net.DialHook(m.IP),
+		Apps: node.AppsConfig{ContainerPrefix: f.ContainerPrefix, ResyncInterval: 2 * time.Second},
+		// Never the host's own /: a test fleet checks and applies the
+		// security policy to a scratch root per node.
+		Hardening: node.HardeningConfig{Root: m.DataDir + "-root", Interval: time.Minute},
+		Logger:    f.logger(m.Name),
 	}
 	TestTimings(&c)
 	if f.opts.Tune != nil {
@@ -171,6 +177,7 @@ func (f *Fleet) logger(name string) *slog.Logger {
 
 func (f *Fleet) start(m *Member, bootstrap bool, token string) {
 	f.t.Helper()
+	os.MkdirAll(m.DataDir+"-root", 0o755)
 	n, err := node.Start(f.Config(m, bootstrap, token))
 	if err != nil {
 		f.t.Fatalf("start %s: %v", m.Name, err)
@@ -183,6 +190,7 @@ func (f *Fleet) start(m *Member, bootstrap bool, token string) {
 // Join starts a new node with the given spec and token.
 func (f *Fleet) Join(s Spec, token string) (*Member, error) {
 	m := f.add(s)
+	os.MkdirAll(m.DataDir+"-root", 0o755)
 	n, err := node.Start(f.Config(m, false, token))
 	if err != nil {
 		f.mu.Lock()

@@ -70,7 +70,11 @@ func newDemoCmd() *cobra.Command {
 					Bind: "127.0.0.1:0", API: apiAddr, RaftBind: "127.0.0.1:0", Logger: logger.With("node", d.name),
 					HealthInterval: time.Second,
 					// All demo nodes share this machine's Docker engine.
-					Apps: node.AppsConfig{ContainerPrefix: "fmdemo-"}}
+					Apps: node.AppsConfig{ContainerPrefix: "fmdemo-"},
+					// The demo simulates devices on this one machine: each
+					// checks (and may apply) the security policy to its own
+					// scratch root, never to this host's /.
+					Hardening: node.HardeningConfig{Root: filepath.Join(dir, d.name+"-root")}}
 				if i == 0 {
 					cfg.Bootstrap = true
 				} else {
@@ -79,6 +83,9 @@ func newDemoCmd() *cobra.Command {
 						return err
 					}
 					cfg.Join = tok
+				}
+				if err := os.MkdirAll(cfg.Hardening.Root, 0o755); err != nil {
+					return err
 				}
 				n, err := node.Start(cfg)
 				if err != nil && i == 0 && apiPort > 0 && errors.Is(err, syscall.EADDRINUSE) {

@@ -59,6 +59,7 @@ func newRootCmd() *cobra.Command {
 		newTokenCmd(),
 		newAppsCmd(),
 		newHardenCmd(),
+		newPolicyCmd(),
 		newProvisionCmd(),
 		newImageCmd(),
 		newFlashCmd(),

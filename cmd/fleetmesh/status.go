@@ -42,6 +42,9 @@ func newStatusCmd() *cobra.Command {
 			fmt.Fprintf(tw, "By role:\t%s\n", counts(f.ByRole))
 			fmt.Fprintf(tw, "By site:\t%s\n", counts(f.BySite))
 			tw.Flush()
+			if len(f.NonCompliant) > 0 {
+				fmt.Fprintf(out, "Not compliant with the security policy: %s\n", strings.Join(f.NonCompliant, ", "))
+			}
 			if len(f.Alerts) == 0 {
 				fmt.Fprintln(out, "Alerts: none")
 			} else {

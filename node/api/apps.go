@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -81,3 +82,22 @@ func (c *Client) RemoveApp(ctx context.Context, name string) (*WriteResult, erro
 
 // RawBody is a request body sent as it is, not as JSON.
 type RawBody []byte
+
+// SetPolicy is POST /v1/policy with a SecurityPolicy (YAML); applyRoles
+// are the roles whose devices apply it rather than only check it.
+func (c *Client) SetPolicy(ctx context.Context, policy []byte, applyRoles []string) (*WriteResult, error) {
+	var r WriteResult
+	path := "/v1/policy"
+	if len(applyRoles) > 0 {
+		path += "?apply_roles=" + url.QueryEscape(strings.Join(applyRoles, ","))
+	}
+	_, err := c.Do(ctx, http.MethodPost, path, RawBody(policy), &r)
+	return &r, err
+}
+
+// Policy is GET /v1/policy.
+func (c *Client) Policy(ctx context.Context) (*PolicyStatus, error) {
+	var r PolicyStatus
+	_, err := c.Do(ctx, http.MethodGet, "/v1/policy", nil, &r)
+	return &r, err
+}

@@ -45,6 +45,7 @@ type Fleet struct {
 	BySite        map[string]int `json:"by_site"`
 	Applications  int            `json:"applications"`
 	Alerts        []string       `json:"alerts"`
+	NonCompliant  []string       `json:"non_compliant,omitempty"`
 	AnsweredBy    string         `json:"answered_by"`
 	LastContactMS int64          `json:"last_contact_ms"`
 }
@@ -85,6 +86,15 @@ type Node struct {
 	Health        NodeHealth        `json:"health"`
 	Apps          []AppStatus       `json:"apps,omitempty"`
 	Message       string            `json:"message,omitempty"`
+	Compliance    *NodeCompliance   `json:"compliance,omitempty"`
+}
+
+// NodeCompliance is a device's last security-policy check.
+type NodeCompliance struct {
+	Policy  string    `json:"policy"`
+	Score   float64   `json:"score"`
+	Failing []string  `json:"failing,omitempty"`
+	Checked time.Time `json:"checked"`
 }
 
 // TokenCreateRequest is POST /v1/tokens.
@@ -148,4 +158,25 @@ type JoinResponse struct {
 // WriteResult answers a committed write.
 type WriteResult struct {
 	Index uint64 `json:"index"`
+}
+
+// Compliance is one device's last check against the fleet security policy.
+type Compliance struct {
+	Node     string    `json:"node"`
+	Role     string    `json:"role"`
+	Online   bool      `json:"online"`
+	Reported bool      `json:"reported"`
+	Score    float64   `json:"score"`
+	Failing  []string  `json:"failing,omitempty"`
+	Checked  time.Time `json:"checked"`
+}
+
+// PolicyStatus is GET /v1/policy: the fleet's security policy and every
+// device's compliance with it.
+type PolicyStatus struct {
+	Name       string       `json:"name"`
+	YAML       string       `json:"yaml"`
+	ApplyRoles []string     `json:"apply_roles,omitempty"`
+	Updated    time.Time    `json:"updated"`
+	Nodes      []Compliance `json:"nodes"`
 }
