@@ -43,6 +43,7 @@ const (
 	OpDeleteDocument = "delete_document"
 	OpDeployApp      = "deploy_app"
 	OpRemoveApp      = "remove_app"
+	OpRegisterDevice = "register_device"
 )
 
 // Command is one change to the spec, as it goes through the Raft log. Time
@@ -55,6 +56,7 @@ type Command struct {
 	Init     *InitCommand `json:"init,omitempty"`
 	Token    *JoinToken   `json:"token,omitempty"`
 	Join     *JoinCommand `json:"join,omitempty"`
+	Device   *Device      `json:"device,omitempty"`
 	Operator *Operator    `json:"operator,omitempty"`
 	ID       string       `json:"id,omitempty"`
 	// Documents: Kind is apps, rollouts or policies.
@@ -179,6 +181,23 @@ func (f *fsm) apply(c *Command, idx uint64) error {
 		d.TokenID = t.ID
 		d.JoinedAt = c.Time
 		s.Devices[d.Name] = &d
+	case OpRegisterDevice:
+		d := c.Device
+		if d == nil || d.Name == "" || !ValidRole(d.Role) {
+			return fmt.Errorf("%w: device without name or with a bad role", ErrBadCommand)
+		}
+		if old, ok := s.Devices[d.Name]; ok {
+			switch old.State {
+			case DeviceEvicted:
+				return ErrEvicted
+			case DeviceJoined:
+				return ErrNameTaken
+			}
+		}
+		nd := *d
+		nd.State = DeviceProvisioning
+		nd.JoinedAt = time.Time{}
+		s.Devices[nd.Name] = &nd
 	case OpRemoveDevice:
 		d, ok := s.Devices[c.ID]
 		if !ok {

@@ -51,13 +51,17 @@ type Spec struct {
 
 // Device is a registered device.
 type Device struct {
-	Name     string            `json:"name"`
-	Role     string            `json:"role"`
-	Site     string            `json:"site,omitempty"`
-	Labels   map[string]string `json:"labels,omitempty"`
-	State    string            `json:"state"`
-	TokenID  string            `json:"token_id,omitempty"`
-	JoinedAt time.Time         `json:"joined_at"`
+	Name    string            `json:"name"`
+	Role    string            `json:"role"`
+	Site    string            `json:"site,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	State   string            `json:"state"`
+	TokenID string            `json:"token_id,omitempty"`
+	Model   string            `json:"model,omitempty"`
+	Serial  string            `json:"serial,omitempty"`
+	// Registered is when the device was pre-registered by provisioning.
+	Registered time.Time `json:"registered,omitempty"`
+	JoinedAt   time.Time `json:"joined_at"`
 }
 
 // JoinToken is a join token as stored: the secret only as a hash.

@@ -37,6 +37,7 @@ func (n *Node) serve() {
 	mux.HandleFunc("POST /v1/apps", n.admin(n.handleAppDeploy))
 	mux.HandleFunc("GET /v1/apps/{name}", n.viewer(n.handleAppGet))
 	mux.HandleFunc("DELETE /v1/apps/{name}", n.admin(n.handleAppRemove))
+	mux.HandleFunc("POST /v1/devices", n.admin(n.handleDeviceRegister))
 	mux.HandleFunc("GET /v1/policy", n.viewer(n.handlePolicyGet))
 	mux.HandleFunc("POST /v1/policy", n.admin(n.handlePolicySet))
 	mux.HandleFunc("GET /metrics", n.handleMetrics)
@@ -402,6 +403,9 @@ func (n *Node) fleetSummary() api.Fleet {
 		if v.State == mesh.StateOffline {
 			f.Alerts = append(f.Alerts, fmt.Sprintf("%s is offline (%s)", v.Name, v.OfflineReason))
 		}
+		if v.State == mesh.StateProvisioning {
+			f.Alerts = append(f.Alerts, fmt.Sprintf("%s was provisioned but has not joined yet", v.Name))
+		}
 		if v.State == mesh.StateError {
 			f.Alerts = append(f.Alerts, fmt.Sprintf("%s is in error: %s", v.Name, v.Message))
 		}
@@ -563,4 +567,29 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, api.WriteResult{Index: idx})
+}
+
+// handleDeviceRegister pre-registers a device that provisioning prepared:
+// it shows as provisioning until it joins.
+func (n *Node) handleDeviceRegister(w http.ResponseWriter, r *http.Request) {
+	var req api.DeviceRegisterRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	switch {
+	case !ValidName(req.Name):
+		writeError(w, http.StatusBadRequest, fmt.Errorf("name: %q must be lower-case letters, digits and '-'", req.Name))
+		return
+	case !consensus.ValidRole(req.Role):
+		writeError(w, http.StatusBadRequest, fmt.Errorf("role: %q is not one of %v", req.Role, consensus.Roles))
+		return
+	}
+	now := time.Now().UTC()
+	idx, err := n.apply(r.Context(), &consensus.Command{Op: consensus.OpRegisterDevice, Time: now, Device: &consensus.Device{
+		Name: req.Name, Role: req.Role, Site: req.Site, Labels: req.Labels, Model: req.Model, Serial: req.Serial, Registered: now}})
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, api.WriteResult{Index: idx})
 }

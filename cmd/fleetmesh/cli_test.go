@@ -272,3 +272,46 @@ func TestAppsCommands(t *testing.T) {
 		t.Fatalf("show after rm: %d %q", code, stderr)
 	}
 }
+
+// Provisioning through a running fleet pre-registers the device: it shows
+// as provisioning until it joins, then as a member.
+func TestProvisionRegistersExpectedDevice(t *testing.T) {
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 1})
+	caPath := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caPath, f.CA, 0o600)
+	t.Setenv("FLEETMESH_ADDR", f.Member("gw1").Node.APIAddr())
+	t.Setenv("FLEETMESH_TOKEN", f.Admin)
+	t.Setenv("FLEETMESH_CACERT", caPath)
+	tok := f.NewToken("sensor", 0)
+	out := filepath.Join(t.TempDir(), "seed")
+	stdout, stderr, code := cli(t, "provision", "-f", "../../node/provision/testdata/sensor-001.yaml", "--token", tok, "--out", out, "--register")
+	if code != 0 {
+		t.Fatalf("provision --register: %d %s %s", code, stdout, stderr)
+	}
+	ctx := context.Background()
+	v, _, err := f.Client("gw1").Node(ctx, "edge-sensor-001")
+	if err != nil || v.State != "provisioning" {
+		t.Fatalf("pre-registered device: %+v %v", v, err)
+	}
+	fv, _, _ := f.FleetView("gw1")
+	found := false
+	for _, a := range fv.Alerts {
+		found = found || strings.Contains(a, "edge-sensor-001 was provisioned but has not joined")
+	}
+	if !found || fv.ByState["provisioning"] != 1 {
+		t.Fatalf("fleet view does not show the expected device: %+v", fv)
+	}
+	if _, err := f.Join(testenv.Spec{Name: "edge-sensor-001", Role: "sensor", Site: "plant-a"}, tok); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		v, _, err := f.Client("gw1").Node(ctx, "edge-sensor-001")
+		if err != nil {
+			return err
+		}
+		if v.State != "ready" {
+			return errorString("edge-sensor-001 is " + v.State)
+		}
+		return nil
+	})
+}

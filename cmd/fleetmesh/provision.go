@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/fleetmesh/fleetmesh/node/api"
 	"github.com/fleetmesh/fleetmesh/node/jointoken"
 	"github.com/fleetmesh/fleetmesh/node/provision"
 	"github.com/spf13/cobra"
@@ -51,6 +53,8 @@ func newProvisionCmd() *cobra.Command {
 	var (
 		file, out, output string
 		tok               tokenFlags
+		register          bool
+		reg               clientFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "provision -f PROFILE --token TOKEN --out DIR",
@@ -78,9 +82,15 @@ The seed holds the join token: its files are mode 0600.`,
 			if err != nil {
 				return err
 			}
-			// Pre-registration with a running fleet (provision.Registrar)
-			// is wired once the API client exists.
-			res, err := provision.Provision(cmd.Context(), fl, t, out, provision.Options{})
+			var opts provision.Options
+			if register {
+				c, err := reg.client()
+				if err != nil {
+					return fmt.Errorf("--register: %w", err)
+				}
+				opts.Registrar = apiRegistrar{c}
+			}
+			res, err := provision.Provision(cmd.Context(), fl, t, out, opts)
 			if err != nil {
 				return err
 			}
@@ -115,6 +125,22 @@ The seed holds the join token: its files are mode 0600.`,
 	cmd.Flags().StringVarP(&file, "file", "f", "", "device profile (YAML) or fleet file (YAML list or .csv)")
 	cmd.Flags().StringVar(&out, "out", "", "output directory (must not exist, or be empty)")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().BoolVar(&register, "register", false, "pre-register the devices with the fleet (they show as provisioning until they join)")
+	cmd.Flags().StringVar(&reg.addr, "addr", "", "with --register: node API address (default $FLEETMESH_ADDR)")
+	cmd.Flags().StringVar(&reg.token, "operator-token", "", "with --register: operator credential (default $FLEETMESH_TOKEN)")
+	cmd.Flags().StringVar(&reg.caCert, "ca-cert", "", "with --register: fleet CA certificate (default $FLEETMESH_CACERT)")
 	tok.register(cmd)
 	return cmd
+}
+
+// apiRegistrar pre-registers devices through a node's API.
+type apiRegistrar struct{ c *api.Client }
+
+func (r apiRegistrar) RegisterExpected(ctx context.Context, p provision.Profile) error {
+	_, err := r.c.RegisterDevice(ctx, api.DeviceRegisterRequest{Name: p.Hostname, Role: string(p.Role), Site: p.Site,
+		Labels: p.Labels, Model: string(p.Model), Serial: p.Serial})
+	if err != nil {
+		return fmt.Errorf("pre-register %s: %w", p.Hostname, err)
+	}
+	return nil
 }

@@ -180,3 +180,10 @@ func (c *Client) Tokens(ctx context.Context) ([]TokenInfo, error) {
 	_, err := c.Do(ctx, http.MethodGet, "/v1/tokens", nil, &r)
 	return r, err
 }
+
+// RegisterDevice is POST /v1/devices.
+func (c *Client) RegisterDevice(ctx context.Context, req DeviceRegisterRequest) (*WriteResult, error) {
+	var r WriteResult
+	_, err := c.Do(ctx, http.MethodPost, "/v1/devices", req, &r)
+	return &r, err
+}

@@ -180,3 +180,14 @@ type PolicyStatus struct {
 	Updated    time.Time    `json:"updated"`
 	Nodes      []Compliance `json:"nodes"`
 }
+
+// DeviceRegisterRequest is POST /v1/devices: provisioning records a device
+// the fleet should expect, so a device that never comes up shows.
+type DeviceRegisterRequest struct {
+	Name   string            `json:"name"`
+	Role   string            `json:"role"`
+	Site   string            `json:"site,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
+	Model  string            `json:"model,omitempty"`
+	Serial string            `json:"serial,omitempty"`
+}

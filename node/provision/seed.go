@@ -206,7 +206,7 @@ func renderUserData(p *Profile, tok jointoken.Token) ([]byte, error) {
 // AgentArgs is the fleetmesh agent command line the unit runs. It holds the
 // token's secret.
 func AgentArgs(p *Profile, tok jointoken.Token) []string {
-	args := []string{BinaryPath, "agent", "--join", tok.String(), "--role", string(p.Role), "--site", p.Site}
+	args := []string{BinaryPath, "agent", "--join", tok.String(), "--name", p.Hostname, "--role", string(p.Role), "--site", p.Site}
 	for _, k := range sortedKeys(p.Labels) {
 		args = append(args, "--label", k+"="+p.Labels[k])
 	}
