@@ -315,3 +315,34 @@ func TestProvisionRegistersExpectedDevice(t *testing.T) {
 		return nil
 	})
 }
+
+// discover --fleet marks the Pis whose address a fleet member uses.
+func TestDiscoverMarksFleetMembers(t *testing.T) {
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 1})
+	caPath := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caPath, f.CA, 0o600)
+	t.Setenv("FLEETMESH_ADDR", f.Member("gw1").Node.APIAddr())
+	t.Setenv("FLEETMESH_TOKEN", f.Admin)
+	t.Setenv("FLEETMESH_CACERT", caPath)
+	member := f.Member("gw1").IP
+	neigh := filepath.Join(t.TempDir(), "neigh")
+	os.WriteFile(neigh, []byte(member+" dev eth0 lladdr dc:a6:32:00:00:05 REACHABLE\n192.0.2.9 dev eth0 lladdr 2c:cf:67:00:00:09 REACHABLE\n"), 0o644)
+	out, stderr, code := cli(t, "discover", "--neigh-file", neigh, "--fleet", "-o", "json")
+	if code != 0 {
+		t.Fatalf("%d %s", code, stderr)
+	}
+	var pis []struct {
+		IP      string `json:"ip"`
+		InFleet bool   `json:"in_fleet"`
+	}
+	if err := json.Unmarshal([]byte(out), &pis); err != nil {
+		t.Fatal(err)
+	}
+	in := map[string]bool{}
+	for _, p := range pis {
+		in[p.IP] = p.InFleet
+	}
+	if len(pis) != 2 || !in[member] || in["192.0.2.9"] {
+		t.Fatalf("%+v", pis)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -12,6 +13,8 @@ import (
 
 func newDiscoverCmd() *cobra.Command {
 	var neighFile, knownFile, output string
+	var fromFleet bool
+	var cf clientFlags
 	cmd := &cobra.Command{
 		Use:   "discover",
 		Short: "List Raspberry Pis on the local network",
@@ -28,13 +31,24 @@ the fleet. Only hosts this machine has talked to recently are in the table.`,
 			if err != nil {
 				return err
 			}
-			var known *provision.Known
+			var knownList []string
 			if knownFile != "" {
 				b, err := os.ReadFile(knownFile)
 				if err != nil {
 					return err
 				}
-				if known, err = provision.NewKnown(strings.Split(string(b), "\n")); err != nil {
+				knownList = strings.Split(string(b), "\n")
+			}
+			if fromFleet {
+				ips, err := fleetIPs(cmd, &cf)
+				if err != nil {
+					return fmt.Errorf("--fleet: %w", err)
+				}
+				knownList = append(knownList, ips...)
+			}
+			var known *provision.Known
+			if len(knownList) > 0 {
+				if known, err = provision.NewKnown(knownList); err != nil {
 					return err
 				}
 			}
@@ -61,5 +75,28 @@ the fleet. Only hosts this machine has talked to recently are in the table.`,
 	cmd.Flags().StringVar(&neighFile, "neigh-file", "", "neighbour table to read (default /proc/net/arp)")
 	cmd.Flags().StringVar(&knownFile, "known", "", "file of MAC or IP addresses already in the fleet, one per line")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().BoolVar(&fromFleet, "fleet", false, "mark the Pis whose address a fleet member uses (asks the node at --addr)")
+	cf.register(cmd, false)
 	return cmd
+}
+
+// fleetIPs are the IP addresses the fleet's members use (API and gossip).
+func fleetIPs(cmd *cobra.Command, cf *clientFlags) ([]string, error) {
+	c, err := cf.client()
+	if err != nil {
+		return nil, err
+	}
+	nodes, _, err := c.Nodes(cmd.Context())
+	if err != nil {
+		return nil, err
+	}
+	var ips []string
+	for _, n := range nodes {
+		for _, a := range []string{n.API, n.Gossip} {
+			if host, _, err := net.SplitHostPort(a); err == nil {
+				ips = append(ips, host)
+			}
+		}
+	}
+	return ips, nil
 }
