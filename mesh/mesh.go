@@ -113,6 +113,7 @@ type Mesh struct {
 	ml    *memberlist.Memberlist
 	queue *memberlist.TransmitLimitedQueue
 	log   *slog.Logger
+	addr  string // advertised gossip address
 	// numNodes counts live members, for the broadcast queue's retransmit limit.
 	numNodes atomic.Int64
 
@@ -185,7 +186,11 @@ func New(cfg Config, id Identity, h Health) (*Mesh, error) {
 		return nil, fmt.Errorf("mesh: start: %w", err)
 	}
 	m.ml = ml
-	addr := m.Addr()
+	// Read once: memberlist changes its node structs in place under its own
+	// lock, so they are not read later.
+	ln := ml.LocalNode()
+	m.addr = net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
+	addr := m.addr
 	m.mu.Lock()
 	m.members[id.Name] = &Member{Record: m.local, Alive: true, LastSeen: time.Now(), Gossip: addr}
 	m.mu.Unlock()
@@ -193,10 +198,7 @@ func New(cfg Config, id Identity, h Health) (*Mesh, error) {
 }
 
 // Addr is the advertised gossip address.
-func (m *Mesh) Addr() string {
-	n := m.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (m *Mesh) Addr() string { return m.addr }
 
 // Join contacts the given gossip addresses; it succeeds if any answers.
 func (m *Mesh) Join(addrs []string) (int, error) {
@@ -244,10 +246,16 @@ func (m *Mesh) Leave(reason string, timeout time.Duration) error {
 	// Tell peers directly (reliable, TCP) so the reason is not lost in the
 	// race with the leave message itself.
 	msg := append([]byte{msgRecord}, rec.encode()...)
-	for _, n := range m.ml.Members() {
-		if n.Name != rec.Name {
-			_ = m.ml.SendReliable(n, msg)
+	for _, mb := range m.Members() {
+		if mb.Name == rec.Name || !mb.Alive {
+			continue
 		}
+		host, port, err := net.SplitHostPort(mb.Gossip)
+		if err != nil {
+			continue
+		}
+		p, _ := strconv.Atoi(port)
+		_ = m.ml.SendReliable(&memberlist.Node{Name: mb.Name, Addr: net.ParseIP(host), Port: uint16(p)}, msg)
 	}
 	return m.ml.Leave(timeout)
 }
@@ -299,10 +307,15 @@ func (m *Mesh) Forget(name string) {
 // AliveGossipAddrs returns the gossip addresses of live members other than
 // this node (for rejoining after a restart).
 func (m *Mesh) AliveGossipAddrs() []string {
+	// Our own view, kept from memberlist's events: the *Node values that
+	// memberlist.Members returns are changed in place under its lock, so
+	// reading them here would race.
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	var out []string
-	for _, n := range m.ml.Members() {
-		if n.Name != m.local.Name {
-			out = append(out, net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))))
+	for _, mb := range m.members {
+		if mb.Alive && mb.Name != m.local.Name && mb.Gossip != "" {
+			out = append(out, mb.Gossip)
 		}
 	}
 	sort.Strings(out)
@@ -334,16 +347,6 @@ func (m *Mesh) merge(r *Record) bool {
 	if r.Name == "" {
 		return false
 	}
-	// Ask memberlist before taking m.mu: memberlist calls our event hooks
-	// with its own lock held, so the lock order is always memberlist, then m.mu.
-	var mlAlive bool
-	var mlAddr string
-	for _, n := range m.ml.Members() {
-		if n.Name == r.Name {
-			mlAlive = true
-			mlAddr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-		}
-	}
 	m.mu.Lock()
 	if r.Name == m.local.Name {
 		// Someone holds an older record of us (from before a restart):
@@ -363,11 +366,9 @@ func (m *Mesh) merge(r *Record) bool {
 		m.mu.Unlock()
 		return false
 	}
-	// A record alone does not make a member alive: memberlist's verdict does.
+	// A record alone does not make a member alive: memberlist's verdict
+	// does (NotifyJoin), whether it comes before or after the record.
 	mb := &Member{Record: *r, LastSeen: time.Now()}
-	if !ok {
-		mb.Alive, mb.Gossip = mlAlive, mlAddr
-	}
 	if ok {
 		mb.Alive = old.Alive
 		mb.Gossip = old.Gossip
