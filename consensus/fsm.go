@@ -55,6 +55,14 @@ type Command struct {
 	// Documents: Kind is apps, rollouts or policies.
 	Kind string          `json:"kind,omitempty"`
 	Doc  json.RawMessage `json:"doc,omitempty"`
+	// Trust: RotateKey asks remove_device to rotate the gossip key too; Key
+	// is the new gossip key (set by the leader alone); Serial a certificate
+	// serial.
+	RotateKey bool   `json:"rotate_key,omitempty"`
+	Key       []byte `json:"key,omitempty"`
+	Serial    string `json:"serial,omitempty"`
+	// Audit, when set, is recorded in the audit log with the outcome.
+	Audit *AuditEntry `json:"audit,omitempty"`
 }
 
 // InitCommand creates the fleet.
@@ -84,6 +92,7 @@ type fsm struct {
 	mu      sync.RWMutex
 	spec    *Spec
 	secrets Secrets
+	audit   []AuditEntry
 	onApply func(version uint64)
 }
 
@@ -101,6 +110,14 @@ func (f *fsm) Apply(l *raft.Log) any {
 	err := f.apply(&c)
 	if err == nil {
 		f.spec.Version = l.Index
+	}
+	if c.Audit != nil {
+		e := *c.Audit
+		e.Index, e.Time, e.Result = l.Index, c.Time, "ok"
+		if err != nil {
+			e.Result, e.Error = "error", err.Error()
+		}
+		f.appendAudit(e)
 	}
 	cb := f.onApply
 	f.mu.Unlock()
@@ -127,6 +144,8 @@ func (f *fsm) apply(c *Command) error {
 		s.Operators[c.Init.Admin.ID] = c.Init.Admin
 		d := *c.Init.Device
 		s.Devices[d.Name] = &d
+		fp := KeyFingerprint(c.Init.Secrets.GossipKey)
+		s.Gossip = GossipKeyring{Keys: []string{fp}, Primary: fp, Target: fp}
 	case OpCreateToken:
 		if c.Token == nil || c.Token.ID == "" {
 			return fmt.Errorf("%w: token without id", ErrBadCommand)
@@ -178,6 +197,12 @@ func (f *fsm) apply(c *Command) error {
 			return ErrDeviceUnknown
 		}
 		d.State = DeviceEvicted
+		revokeDevice(s, d)
+		if c.RotateKey {
+			if err := f.startRotation(c.Key); err != nil {
+				return err
+			}
+		}
 	case OpCreateOperator:
 		if c.Operator == nil || c.Operator.ID == "" {
 			return fmt.Errorf("%w: operator without id", ErrBadCommand)
@@ -188,6 +213,9 @@ func (f *fsm) apply(c *Command) error {
 		o, ok := s.Operators[c.ID]
 		if !ok {
 			return ErrOperatorGone
+		}
+		if o.Role == OperatorAdmin && !o.Revoked && activeAdmins(s) <= 1 {
+			return ErrLastAdmin
 		}
 		o.Revoked = true
 	case OpPutDocument, OpDeleteDocument:
@@ -214,20 +242,24 @@ func (f *fsm) apply(c *Command) error {
 			m[c.ID] = append(json.RawMessage(nil), c.Doc...)
 		}
 	default:
+		if ok, err := f.applyTrust(c); ok {
+			return err
+		}
 		return fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 	}
 	return nil
 }
 
 type snapshotData struct {
-	Spec    *Spec   `json:"spec"`
-	Secrets Secrets `json:"secrets"`
+	Spec    *Spec        `json:"spec"`
+	Secrets Secrets      `json:"secrets"`
+	Audit   []AuditEntry `json:"audit,omitempty"`
 }
 
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	b, err := json.Marshal(snapshotData{Spec: f.spec, Secrets: f.secrets})
+	b, err := json.Marshal(snapshotData{Spec: f.spec, Secrets: f.secrets, Audit: f.audit})
 	if err != nil {
 		return nil, err
 	}
@@ -247,6 +279,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.spec = d.Spec
 	f.secrets = d.Secrets
+	f.audit = d.Audit
 	cb := f.onApply
 	v := d.Spec.Version
 	f.mu.Unlock()

@@ -47,6 +47,12 @@ type Spec struct {
 	Apps      map[string]json.RawMessage `json:"apps,omitempty"`
 	Rollouts  map[string]json.RawMessage `json:"rollouts,omitempty"`
 	Policies  map[string]json.RawMessage `json:"policies,omitempty"`
+	// Gossip names the gossip keys by fingerprint (the keys are Secrets).
+	Gossip GossipKeyring `json:"gossip"`
+	// Revoked maps revoked certificate serials (hex) to the device they
+	// were issued to. Every node refuses them, and every certificate of an
+	// evicted device, on node-to-node connections.
+	Revoked map[string]string `json:"revoked,omitempty"`
 }
 
 // Device is a registered device.
@@ -58,6 +64,8 @@ type Device struct {
 	State    string            `json:"state"`
 	TokenID  string            `json:"token_id,omitempty"`
 	JoinedAt time.Time         `json:"joined_at"`
+	// CertSerial is the serial (hex) of the device's current certificate.
+	CertSerial string `json:"cert_serial,omitempty"`
 }
 
 // JoinToken is a join token as stored: the secret only as a hash.
@@ -97,6 +105,9 @@ type Operator struct {
 type Secrets struct {
 	CAKeyPEM  []byte `json:"ca_key_pem"`
 	GossipKey []byte `json:"gossip_key"`
+	// GossipKeys is the whole keyring during a rotation (GossipKey among
+	// them); empty when GossipKey is the only key.
+	GossipKeys [][]byte `json:"gossip_keys,omitempty"`
 }
 
 func newSpec() *Spec {
@@ -107,6 +118,7 @@ func newSpec() *Spec {
 		Apps:      map[string]json.RawMessage{},
 		Rollouts:  map[string]json.RawMessage{},
 		Policies:  map[string]json.RawMessage{},
+		Revoked:   map[string]string{},
 	}
 }
 
@@ -151,5 +163,8 @@ func fill(s *Spec) {
 	}
 	if s.Policies == nil {
 		s.Policies = map[string]json.RawMessage{}
+	}
+	if s.Revoked == nil {
+		s.Revoked = map[string]string{}
 	}
 }

@@ -112,7 +112,9 @@ type Mesh struct {
 	cfg   Config
 	ml    *memberlist.Memberlist
 	queue *memberlist.TransmitLimitedQueue
-	log   *slog.Logger
+	// keyring is memberlist's (nil when gossip is not encrypted).
+	keyring *memberlist.Keyring
+	log     *slog.Logger
 	// numNodes counts live members, for the broadcast queue's retransmit limit.
 	numNodes atomic.Int64
 
@@ -175,6 +177,7 @@ func New(cfg Config, id Identity, h Health) (*Mesh, error) {
 			return nil, fmt.Errorf("mesh: keyring: %w", err)
 		}
 		mc.Keyring = kr
+		m.keyring = kr
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}

@@ -36,6 +36,7 @@ func (n *Node) health() mesh.Health {
 	if n.store != nil {
 		h.Leader, _ = n.store.Leader()
 	}
+	h.Keys = n.keyFingerprints()
 	return h
 }
 
@@ -222,6 +223,9 @@ func (n *Node) apply(ctx context.Context, c *consensus.Command) (uint64, error) 
 	if c.Time.IsZero() {
 		c.Time = time.Now().UTC()
 	}
+	if c.Audit == nil {
+		c.Audit = n.auditEntry(ctx, c)
+	}
 	body, err := json.Marshal(c)
 	if err != nil {
 		return 0, err
@@ -237,7 +241,7 @@ func (n *Node) apply(ctx context.Context, c *consensus.Command) (uint64, error) 
 			leader, err = n.leaderAPI()
 			if err == nil {
 				var out struct{ Index uint64 }
-				err = n.peerCall(ctx, http.MethodPost, leader, "/internal/v1/apply", body, &out)
+				err = n.peerCallAs(ctx, http.MethodPost, leader, "/internal/v1/apply", body, &out, callerFrom(ctx))
 				idx = out.Index
 			}
 		}

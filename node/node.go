@@ -45,6 +45,7 @@ type Node struct {
 	peerOnce sync.Once
 	started  time.Time
 	metrics  *metrics
+	trust    trustState
 
 	specMu sync.RWMutex
 	spec   *consensus.Spec // edges: the local copy; gateways read the store
@@ -91,6 +92,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.metrics = newMetrics(n)
+	n.startTrust()
 	n.serve()
 	n.wg.Add(3)
 	go n.healthLoop()
@@ -237,7 +239,7 @@ func (n *Node) bootstrap() error {
 		return err
 	}
 	csr, _ := pki.CSR(name, key)
-	certPEM, err := ca.Sign(csr, name, "gateway", hostIPs(n.apiAddr, n.cfg.Bind, n.cfg.RaftBind), nil)
+	certPEM, err := ca.Issue(csr, name, "gateway", hostIPs(n.apiAddr, n.cfg.Bind, n.cfg.RaftBind), nil, pki.NewSerial(), n.cfg.CertLifetime)
 	if err != nil {
 		return err
 	}
@@ -260,7 +262,8 @@ func (n *Node) bootstrap() error {
 		ClusterID: clusterID, CACertPEM: string(ca.CertPEM),
 		Secrets: consensus.Secrets{CAKeyPEM: ca.KeyPEM, GossipKey: gossipKey},
 		Admin:   op,
-		Device:  &consensus.Device{Name: name, Role: "gateway", Site: n.cfg.Site, Labels: n.cfg.Labels, State: consensus.DeviceJoined, JoinedAt: time.Now().UTC()},
+		Device: &consensus.Device{Name: name, Role: "gateway", Site: n.cfg.Site, Labels: n.cfg.Labels, State: consensus.DeviceJoined, JoinedAt: time.Now().UTC(),
+			CertSerial: n.id.Leaf.SerialNumber.Text(16)},
 	}}
 	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 	defer cancel()
