@@ -198,7 +198,9 @@ func (f *fsm) apply(c *Command) error {
 		}
 		d.State = DeviceEvicted
 		revokeDevice(s, d)
-		if c.RotateKey {
+		if d.Role == "gateway" {
+			d.RekeyPending = true
+		} else if c.RotateKey {
 			if err := f.startRotation(c.Key); err != nil {
 				return err
 			}

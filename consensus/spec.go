@@ -66,6 +66,10 @@ type Device struct {
 	JoinedAt time.Time         `json:"joined_at"`
 	// CertSerial is the serial (hex) of the device's current certificate.
 	CertSerial string `json:"cert_serial,omitempty"`
+	// RekeyPending: an evicted gateway's gossip key rotation waits until
+	// it has lost its Raft seat (else the new key would reach it in the
+	// Raft log).
+	RekeyPending bool `json:"rekey_pending,omitempty"`
 }
 
 // JoinToken is a join token as stored: the secret only as a hash.

@@ -28,7 +28,8 @@ var (
 // Trust command ops.
 const (
 	// OpRotateKey adds a new gossip key (chosen by the leader, see
-	// Store.Apply) and makes it the rotation target.
+	// Store.Apply) and makes it the rotation target. With ID, an evicted
+	// gateway's pending rekey is done.
 	OpRotateKey = "rotate_key"
 	// OpUseKey makes key ID (a fingerprint) the primary.
 	OpUseKey = "use_key"
@@ -114,6 +115,8 @@ func (s *Spec) IsRevoked(serial, name string) bool {
 }
 
 // keyOps need a fresh random key, which the leader picks in Store.Apply.
+// An evicted gateway is rekeyed later (Device.RekeyPending): a key in the
+// eviction's own log entry would reach it.
 func needsKey(c *Command) bool {
 	return c.Op == OpRotateKey || (c.Op == OpRemoveDevice && c.RotateKey)
 }
@@ -139,7 +142,12 @@ func (f *fsm) applyTrust(c *Command) (ok bool, err error) {
 	s := f.spec
 	switch c.Op {
 	case OpRotateKey:
-		return true, f.startRotation(c.Key)
+		if err := f.startRotation(c.Key); err != nil {
+			return true, err
+		}
+		if d, found := s.Devices[c.ID]; found && c.ID != "" {
+			d.RekeyPending = false
+		}
 	case OpUseKey:
 		if !slices.Contains(s.Gossip.Keys, c.ID) {
 			return true, fmt.Errorf("%w: %s", ErrKeyUnknown, c.ID)

@@ -1,8 +1,11 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"slices"
+	"time"
 
 	"github.com/fleetmesh/fleetmesh/consensus"
 	"github.com/fleetmesh/fleetmesh/node/api"
@@ -45,7 +48,9 @@ func (n *Node) handleEvict(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	noteAudit(r, "evicted %s %s (certificate %s revoked, gossip key rotation started)", d.Role, name, d.CertSerial)
-	idx, err := n.apply(r.Context(), &consensus.Command{Op: consensus.OpRemoveDevice, ID: name, RotateKey: true})
+	// A gateway's rotation waits until it has lost its Raft seat, or the
+	// new key would reach it in the Raft log (see removeEvictedSeats).
+	idx, err := n.apply(r.Context(), &consensus.Command{Op: consensus.OpRemoveDevice, ID: name, RotateKey: d.Role != "gateway"})
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -54,27 +59,40 @@ func (n *Node) handleEvict(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.WriteResult{Index: idx})
 }
 
-// removeEvictedSeats removes evicted gateways from the Raft configuration.
-// Leader only.
+// removeEvictedSeats removes evicted gateways from the Raft configuration
+// and then starts their gossip key rotation. Leader only.
 func (n *Node) removeEvictedSeats() {
+	var pending []string
+	n.store.View(func(s *consensus.Spec) {
+		for name, d := range s.Devices {
+			if d.State == consensus.DeviceEvicted && d.RekeyPending {
+				pending = append(pending, name)
+			}
+		}
+	})
+	if len(pending) == 0 {
+		return
+	}
 	servers, err := n.store.Servers()
 	if err != nil {
 		return
 	}
-	for _, sv := range servers {
-		var evicted bool
-		n.store.View(func(s *consensus.Spec) {
-			d, ok := s.Devices[sv.ID]
-			evicted = ok && d.State == consensus.DeviceEvicted
-		})
-		if !evicted {
+	for _, name := range pending {
+		if slices.ContainsFunc(servers, func(s consensus.Server) bool { return s.ID == name }) {
+			if err := n.store.RemoveServer(name); err != nil {
+				n.log.Warn("cannot remove evicted gateway from raft", "gateway", name, "err", err)
+				continue
+			}
+			n.log.Info("evicted gateway removed from raft", "gateway", name)
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+		_, err := n.store.Apply(ctx, &consensus.Command{Op: consensus.OpRotateKey, ID: name})
+		cancel()
+		if err != nil {
+			n.log.Warn("cannot start the gossip key rotation for an evicted gateway", "gateway", name, "err", err)
 			continue
 		}
-		if err := n.store.RemoveServer(sv.ID); err != nil {
-			n.log.Warn("cannot remove evicted gateway from raft", "gateway", sv.ID, "err", err)
-			continue
-		}
-		n.log.Info("evicted gateway removed from raft", "gateway", sv.ID)
+		n.log.Info("gossip key rotation started for evicted gateway", "gateway", name)
 	}
 }
 
