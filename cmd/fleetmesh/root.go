@@ -58,6 +58,10 @@ func newRootCmd() *cobra.Command {
 		newNodesCmd(),
 		newTokenCmd(),
 		newHardenCmd(),
+		newACLCmd(),
+		newAuditCmd(),
+		newKeysCmd(),
+		newNodeCmd(),
 	)
 	return root
 }
