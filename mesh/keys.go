@@ -35,9 +35,19 @@ func (m *Mesh) UseKey(k []byte) error {
 }
 
 // RemoveKey removes a key; the primary cannot be removed.
+//
+// memberlist v0.7.0's Keyring.RemoveKey shifts the keys down in place, in
+// the very slice GetKeys has handed to packet decryption, which reads it
+// without the lock (a data race the race detector sees). UseKey on the
+// current primary first installs a fresh slice that no reader holds yet,
+// so the in-place shift only touches memory nobody else reads (bar a
+// decryption starting in the instant between the two calls).
 func (m *Mesh) RemoveKey(k []byte) error {
 	if m.keyring == nil {
 		return ErrNotEncrypted
+	}
+	if err := m.keyring.UseKey(m.keyring.GetPrimaryKey()); err != nil {
+		return err
 	}
 	return m.keyring.RemoveKey(k)
 }

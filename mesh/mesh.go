@@ -114,7 +114,10 @@ type Mesh struct {
 	queue *memberlist.TransmitLimitedQueue
 	// keyring is memberlist's (nil when gossip is not encrypted).
 	keyring *memberlist.Keyring
-	log     *slog.Logger
+	// ready is ml, published once memberlist.Create has returned: messages
+	// arrive on memberlist's goroutines before New assigns m.ml.
+	ready atomic.Pointer[memberlist.Memberlist]
+	log   *slog.Logger
 	// numNodes counts live members, for the broadcast queue's retransmit limit.
 	numNodes atomic.Int64
 
@@ -188,6 +191,7 @@ func New(cfg Config, id Identity, h Health) (*Mesh, error) {
 		return nil, fmt.Errorf("mesh: start: %w", err)
 	}
 	m.ml = ml
+	m.ready.Store(ml)
 	addr := m.Addr()
 	m.mu.Lock()
 	m.members[id.Name] = &Member{Record: m.local, Alive: true, LastSeen: time.Now(), Gossip: addr}
@@ -339,9 +343,13 @@ func (m *Mesh) merge(r *Record) bool {
 	}
 	// Ask memberlist before taking m.mu: memberlist calls our event hooks
 	// with its own lock held, so the lock order is always memberlist, then m.mu.
+	ml := m.ready.Load()
+	if ml == nil {
+		return false // still starting; gossip will bring the record again
+	}
 	var mlAlive bool
 	var mlAddr string
-	for _, n := range m.ml.Members() {
+	for _, n := range ml.Members() {
 		if n.Name == r.Name {
 			mlAlive = true
 			mlAddr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
