@@ -64,6 +64,14 @@ type Command struct {
 	Doc  json.RawMessage `json:"doc,omitempty"`
 	// App is a version to deploy (OpDeployApp, ID is the app's name).
 	App *AppVersion `json:"app,omitempty"`
+	// Trust: RotateKey asks remove_device to rotate the gossip key too; Key
+	// is the new gossip key (set by the leader alone); Serial a certificate
+	// serial.
+	RotateKey bool   `json:"rotate_key,omitempty"`
+	Key       []byte `json:"key,omitempty"`
+	Serial    string `json:"serial,omitempty"`
+	// Audit, when set, is recorded in the audit log with the outcome.
+	Audit *AuditEntry `json:"audit,omitempty"`
 }
 
 // InitCommand creates the fleet.
@@ -93,6 +101,7 @@ type fsm struct {
 	mu      sync.RWMutex
 	spec    *Spec
 	secrets Secrets
+	audit   []AuditEntry
 	onApply func(version uint64)
 }
 
@@ -110,6 +119,14 @@ func (f *fsm) Apply(l *raft.Log) any {
 	err := f.apply(&c, l.Index)
 	if err == nil {
 		f.spec.Version = l.Index
+	}
+	if c.Audit != nil {
+		e := *c.Audit
+		e.Index, e.Time, e.Result = l.Index, c.Time, "ok"
+		if err != nil {
+			e.Result, e.Error = "error", err.Error()
+		}
+		f.appendAudit(e)
 	}
 	cb := f.onApply
 	f.mu.Unlock()
@@ -136,6 +153,8 @@ func (f *fsm) apply(c *Command, idx uint64) error {
 		s.Operators[c.Init.Admin.ID] = c.Init.Admin
 		d := *c.Init.Device
 		s.Devices[d.Name] = &d
+		fp := KeyFingerprint(c.Init.Secrets.GossipKey)
+		s.Gossip = GossipKeyring{Keys: []string{fp}, Primary: fp, Target: fp}
 	case OpCreateToken:
 		if c.Token == nil || c.Token.ID == "" {
 			return fmt.Errorf("%w: token without id", ErrBadCommand)
@@ -204,6 +223,14 @@ func (f *fsm) apply(c *Command, idx uint64) error {
 			return ErrDeviceUnknown
 		}
 		d.State = DeviceEvicted
+		revokeDevice(s, d)
+		if d.Role == "gateway" {
+			d.RekeyPending = true
+		} else if c.RotateKey {
+			if err := f.startRotation(c.Key); err != nil {
+				return err
+			}
+		}
 	case OpCreateOperator:
 		if c.Operator == nil || c.Operator.ID == "" {
 			return fmt.Errorf("%w: operator without id", ErrBadCommand)
@@ -214,6 +241,9 @@ func (f *fsm) apply(c *Command, idx uint64) error {
 		o, ok := s.Operators[c.ID]
 		if !ok {
 			return ErrOperatorGone
+		}
+		if o.Role == OperatorAdmin && !o.Revoked && activeAdmins(s) <= 1 {
+			return ErrLastAdmin
 		}
 		o.Revoked = true
 	case OpDeployApp:
@@ -269,20 +299,24 @@ func (f *fsm) apply(c *Command, idx uint64) error {
 			m[c.ID] = append(json.RawMessage(nil), c.Doc...)
 		}
 	default:
+		if ok, err := f.applyTrust(c); ok {
+			return err
+		}
 		return fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 	}
 	return nil
 }
 
 type snapshotData struct {
-	Spec    *Spec   `json:"spec"`
-	Secrets Secrets `json:"secrets"`
+	Spec    *Spec        `json:"spec"`
+	Secrets Secrets      `json:"secrets"`
+	Audit   []AuditEntry `json:"audit,omitempty"`
 }
 
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	b, err := json.Marshal(snapshotData{Spec: f.spec, Secrets: f.secrets})
+	b, err := json.Marshal(snapshotData{Spec: f.spec, Secrets: f.secrets, Audit: f.audit})
 	if err != nil {
 		return nil, err
 	}
@@ -302,6 +336,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.spec = d.Spec
 	f.secrets = d.Secrets
+	f.audit = d.Audit
 	cb := f.onApply
 	v := d.Spec.Version
 	f.mu.Unlock()

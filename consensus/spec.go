@@ -47,21 +47,33 @@ type Spec struct {
 	Apps      map[string]*AppRecord      `json:"apps,omitempty"`
 	Rollouts  map[string]json.RawMessage `json:"rollouts,omitempty"`
 	Policies  map[string]json.RawMessage `json:"policies,omitempty"`
+	// Gossip names the gossip keys by fingerprint (the keys are Secrets).
+	Gossip GossipKeyring `json:"gossip"`
+	// Revoked maps revoked certificate serials (hex) to the device they
+	// were issued to. Every node refuses them, and every certificate of an
+	// evicted device, on node-to-node connections.
+	Revoked map[string]string `json:"revoked,omitempty"`
 }
 
 // Device is a registered device.
 type Device struct {
-	Name    string            `json:"name"`
-	Role    string            `json:"role"`
-	Site    string            `json:"site,omitempty"`
-	Labels  map[string]string `json:"labels,omitempty"`
-	State   string            `json:"state"`
-	TokenID string            `json:"token_id,omitempty"`
-	Model   string            `json:"model,omitempty"`
-	Serial  string            `json:"serial,omitempty"`
+	Name     string            `json:"name"`
+	Role     string            `json:"role"`
+	Site     string            `json:"site,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	State    string            `json:"state"`
+	TokenID  string            `json:"token_id,omitempty"`
+	Model    string            `json:"model,omitempty"`
+	Serial   string            `json:"serial,omitempty"`
+	JoinedAt time.Time         `json:"joined_at"`
 	// Registered is when the device was pre-registered by provisioning.
 	Registered time.Time `json:"registered,omitempty"`
-	JoinedAt   time.Time `json:"joined_at"`
+	// CertSerial is the serial (hex) of the device's current certificate.
+	CertSerial string `json:"cert_serial,omitempty"`
+	// RekeyPending: an evicted gateway's gossip key rotation waits until
+	// it has lost its Raft seat (else the new key would reach it in the
+	// Raft log).
+	RekeyPending bool `json:"rekey_pending,omitempty"`
 }
 
 // JoinToken is a join token as stored: the secret only as a hash.
@@ -101,6 +113,9 @@ type Operator struct {
 type Secrets struct {
 	CAKeyPEM  []byte `json:"ca_key_pem"`
 	GossipKey []byte `json:"gossip_key"`
+	// GossipKeys is the whole keyring during a rotation (GossipKey among
+	// them); empty when GossipKey is the only key.
+	GossipKeys [][]byte `json:"gossip_keys,omitempty"`
 }
 
 func newSpec() *Spec {
@@ -111,6 +126,7 @@ func newSpec() *Spec {
 		Apps:      map[string]*AppRecord{},
 		Rollouts:  map[string]json.RawMessage{},
 		Policies:  map[string]json.RawMessage{},
+		Revoked:   map[string]string{},
 	}
 }
 
@@ -155,6 +171,9 @@ func fill(s *Spec) {
 	}
 	if s.Policies == nil {
 		s.Policies = map[string]json.RawMessage{}
+	}
+	if s.Revoked == nil {
+		s.Revoked = map[string]string{}
 	}
 }
 

@@ -225,6 +225,9 @@ func (s *Store) Apply(ctx context.Context, c *Command) (uint64, error) {
 	if c.Time.IsZero() {
 		c.Time = time.Now().UTC()
 	}
+	if err := fillKey(c); err != nil {
+		return 0, err
+	}
 	b, err := json.Marshal(c)
 	if err != nil {
 		return 0, err

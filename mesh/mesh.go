@@ -112,6 +112,8 @@ type Mesh struct {
 	cfg   Config
 	ml    *memberlist.Memberlist
 	queue *memberlist.TransmitLimitedQueue
+	// keyring is memberlist's (nil when gossip is not encrypted).
+	keyring *memberlist.Keyring
 	log   *slog.Logger
 	addr  string // advertised gossip address
 	// numNodes counts live members, for the broadcast queue's retransmit limit.
@@ -176,6 +178,7 @@ func New(cfg Config, id Identity, h Health) (*Mesh, error) {
 			return nil, fmt.Errorf("mesh: keyring: %w", err)
 		}
 		mc.Keyring = kr
+		m.keyring = kr
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}

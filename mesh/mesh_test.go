@@ -35,7 +35,7 @@ func startN(t *testing.T, n int, keys [][]byte) []*Mesh {
 	return out
 }
 
-func seesAll(ms []*Mesh, alive int) error {
+func allSeeReady(ms []*Mesh, alive int) error {
 	for _, m := range ms {
 		n := 0
 		for _, mb := range m.Members() {
@@ -52,7 +52,7 @@ func seesAll(ms []*Mesh, alive int) error {
 
 func TestRecordsSpreadAndDeathIsSeen(t *testing.T) {
 	ms := startN(t, 5, nil)
-	wait.Eventually(t, 10*time.Second, func() error { return seesAll(ms, 5) })
+	wait.Eventually(t, 10*time.Second, func() error { return allSeeReady(ms, 5) })
 
 	ms[1].Update(Health{State: StateError, Message: "disk full", SpecVersion: 7})
 	wait.Eventually(t, 5*time.Second, func() error {

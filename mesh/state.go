@@ -49,6 +49,9 @@ type Health struct {
 	Compliance *Compliance `json:"compliance,omitempty"`
 	// Message explains an error state.
 	Message string `json:"message,omitempty"`
+	// Keys are the fingerprints of the gossip keys this node holds, the
+	// primary first (key rotation waits on them; never the keys).
+	Keys []string `json:"keys,omitempty"`
 }
 
 // AppStatus is one application's status on one node.

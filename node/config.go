@@ -56,6 +56,11 @@ type Config struct {
 	// MetricsOpen serves /metrics without a credential.
 	MetricsOpen bool
 
+	// CertLifetime is the lifetime of the node certificates this node
+	// issues when it is a gateway (0: pki.NodeLifetime, 90 days). Only tests
+	// shorten it, to watch renewal happen.
+	CertLifetime time.Duration
+
 	Logger *slog.Logger
 }
 

@@ -238,9 +238,10 @@ func (n *Node) processJoin(w http.ResponseWriter, r *http.Request, req *api.Join
 		writeJSON(w, http.StatusOK, out)
 		return
 	}
+	serial := pki.NewSerial() // recorded with the device, so eviction can revoke it
 	cmd := &consensus.Command{Op: consensus.OpJoin, Join: &consensus.JoinCommand{
 		TokenID: req.TokenID, TokenHash: jointoken.HashSecret(req.TokenID, req.Secret),
-		Device: &consensus.Device{Name: req.Name, Role: req.Role, Site: req.Site, Labels: req.Labels},
+		Device: &consensus.Device{Name: req.Name, Role: req.Role, Site: req.Site, Labels: req.Labels, CertSerial: serial.Text(16)},
 	}}
 	idx, err := n.store.Apply(r.Context(), cmd)
 	if err != nil {
@@ -256,7 +257,7 @@ func (n *Node) processJoin(w http.ResponseWriter, r *http.Request, req *api.Join
 		writeError(w, http.StatusInternalServerError, errors.New("gateway cannot load the fleet CA"))
 		return
 	}
-	certPEM, err := ca.Sign([]byte(req.CSR), req.Name, req.Role, hostIPs(req.API, req.Gossip), nil)
+	certPEM, err := ca.Issue([]byte(req.CSR), req.Name, req.Role, hostIPs(req.API, req.Gossip), nil, serial, n.cfg.CertLifetime)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("csr: %w", err))
 		return
@@ -329,6 +330,12 @@ func peerCert(r *http.Request) *x509.Certificate {
 
 // peerCall is a node-to-node call over mutual TLS.
 func (n *Node) peerCall(ctx context.Context, method, addr, path string, body []byte, out any) error {
+	return n.peerCallAs(ctx, method, addr, path, body, out, nil)
+}
+
+// peerCallAs is peerCall on behalf of an operator: the credential goes along
+// so the receiving node can check it again.
+func (n *Node) peerCallAs(ctx context.Context, method, addr, path string, body []byte, out any, as *caller) error {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -339,6 +346,9 @@ func (n *Node) peerCall(ctx context.Context, method, addr, path string, body []b
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if as != nil && as.cred != "" {
+		req.Header.Set("Authorization", "Bearer "+as.cred)
 	}
 	res, err := n.peerClient().Do(req)
 	if err != nil {

@@ -41,6 +41,7 @@ func (n *Node) health() mesh.Health {
 	}
 	h.Apps, h.Message = n.appHealth()
 	h.Compliance = n.currentCompliance()
+	h.Keys = n.keyFingerprints()
 	return h
 }
 
@@ -232,6 +233,9 @@ func (n *Node) apply(ctx context.Context, c *consensus.Command) (uint64, error) 
 	if c.Time.IsZero() {
 		c.Time = time.Now().UTC()
 	}
+	if c.Audit == nil {
+		c.Audit = n.auditEntry(ctx, c)
+	}
 	body, err := json.Marshal(c)
 	if err != nil {
 		return 0, err
@@ -247,7 +251,7 @@ func (n *Node) apply(ctx context.Context, c *consensus.Command) (uint64, error) 
 			leader, err = n.leaderAPI()
 			if err == nil {
 				var out struct{ Index uint64 }
-				err = n.peerCall(ctx, http.MethodPost, leader, "/internal/v1/apply", body, &out)
+				err = n.peerCallAs(ctx, http.MethodPost, leader, "/internal/v1/apply", body, &out, callerFrom(ctx))
 				idx = out.Index
 			}
 		}

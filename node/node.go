@@ -46,6 +46,7 @@ type Node struct {
 	peerOnce sync.Once
 	started  time.Time
 	metrics  *metrics
+	trust    trustState
 
 	reconciler *apps.Reconciler // nil when the runtime is off
 	docker     *apps.DockerDriver
@@ -101,6 +102,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.metrics = newMetrics(n)
+	n.startTrust()
 	n.startApps()
 	n.serve()
 	n.wg.Add(4)
@@ -249,7 +251,7 @@ func (n *Node) bootstrap() error {
 		return err
 	}
 	csr, _ := pki.CSR(name, key)
-	certPEM, err := ca.Sign(csr, name, "gateway", hostIPs(n.apiAddr, n.cfg.Bind, n.cfg.RaftBind), nil)
+	certPEM, err := ca.Issue(csr, name, "gateway", hostIPs(n.apiAddr, n.cfg.Bind, n.cfg.RaftBind), nil, pki.NewSerial(), n.cfg.CertLifetime)
 	if err != nil {
 		return err
 	}
@@ -272,7 +274,8 @@ func (n *Node) bootstrap() error {
 		ClusterID: clusterID, CACertPEM: string(ca.CertPEM),
 		Secrets: consensus.Secrets{CAKeyPEM: ca.KeyPEM, GossipKey: gossipKey},
 		Admin:   op,
-		Device:  &consensus.Device{Name: name, Role: "gateway", Site: n.cfg.Site, Labels: n.cfg.Labels, State: consensus.DeviceJoined, JoinedAt: time.Now().UTC()},
+		Device: &consensus.Device{Name: name, Role: "gateway", Site: n.cfg.Site, Labels: n.cfg.Labels, State: consensus.DeviceJoined, JoinedAt: time.Now().UTC(),
+			CertSerial: n.id.Leaf.SerialNumber.Text(16)},
 	}}
 	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 	defer cancel()

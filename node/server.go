@@ -42,10 +42,11 @@ func (n *Node) serve() {
 	mux.HandleFunc("POST /v1/policy", n.admin(n.handlePolicySet))
 	mux.HandleFunc("GET /metrics", n.handleMetrics)
 	// Node to node, mutual TLS with a fleet certificate.
-	mux.HandleFunc("POST /internal/v1/apply", n.member(n.handleApply))
+	mux.HandleFunc("POST /internal/v1/apply", n.member(n.forwardedWrite(n.handleApply)))
 	mux.HandleFunc("POST /internal/v1/join", n.member(n.handleInternalJoin))
 	mux.HandleFunc("POST /internal/v1/raft/add", n.member(n.handleRaftAdd))
 	mux.HandleFunc("GET /internal/v1/spec", n.member(n.handleSpec))
+	n.trustRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -89,7 +90,7 @@ func writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, consensus.ErrTokenUnknown), errors.Is(err, consensus.ErrTokenExpired), errors.Is(err, consensus.ErrTokenUsedUp),
 		errors.Is(err, consensus.ErrTokenRevoked), errors.Is(err, consensus.ErrTokenRole), errors.Is(err, consensus.ErrEvicted):
 		writeError(w, http.StatusForbidden, err)
-	case errors.Is(err, consensus.ErrNameTaken), errors.Is(err, consensus.ErrInitialized), errors.Is(err, consensus.ErrAppVersion):
+	case errors.Is(err, consensus.ErrNameTaken), errors.Is(err, consensus.ErrInitialized), errors.Is(err, consensus.ErrAppVersion), errors.Is(err, consensus.ErrLastAdmin):
 		writeError(w, http.StatusConflict, err)
 	case errors.Is(err, consensus.ErrDeviceUnknown), errors.Is(err, consensus.ErrOperatorGone), errors.Is(err, consensus.ErrAppUnknown):
 		writeError(w, http.StatusNotFound, err)
@@ -174,16 +175,8 @@ func bearer(r *http.Request) string {
 }
 
 func (n *Node) authorize(r *http.Request, needAdmin bool) (int, error) {
-	var op *consensus.Operator
-	var err error
-	n.withSpec(func(s *consensus.Spec) { op, err = checkOperator(s, bearer(r)) })
-	if err != nil {
-		return http.StatusUnauthorized, err
-	}
-	if needAdmin && op.Role != consensus.OperatorAdmin {
-		return http.StatusForbidden, ErrForbidden
-	}
-	return 0, nil
+	_, code, err := n.authenticate(r, needAdmin)
+	return code, err
 }
 
 func (n *Node) viewer(h http.HandlerFunc) http.HandlerFunc { return n.auth(h, false) }
@@ -191,10 +184,12 @@ func (n *Node) admin(h http.HandlerFunc) http.HandlerFunc  { return n.auth(h, tr
 
 func (n *Node) auth(h http.HandlerFunc, needAdmin bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if code, err := n.authorize(r, needAdmin); err != nil {
+		op, code, err := n.authenticate(r, needAdmin)
+		if err != nil {
 			writeError(w, code, err)
 			return
 		}
+		r = withCaller(r, op)
 		if _, ok := r.URL.Query()["consistent"]; ok && r.Method == http.MethodGet {
 			if !n.consistentRead(w, r) {
 				return
@@ -208,8 +203,13 @@ func (n *Node) auth(h http.HandlerFunc, needAdmin bool) http.HandlerFunc {
 // member admits only peers presenting a certificate of this fleet.
 func (n *Node) member(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if peerCert(r) == nil {
+		peer := peerCert(r)
+		if peer == nil {
 			writeError(w, http.StatusUnauthorized, errors.New("node-to-node endpoint: a certificate of this fleet is required"))
+			return
+		}
+		if n.peerRevoked(peer) {
+			writeError(w, http.StatusForbidden, ErrCertRevoked)
 			return
 		}
 		h(w, r)
@@ -474,6 +474,7 @@ func (n *Node) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now().UTC()
+	noteAudit(r, "created join token %s for role %s, ttl %v, uses %d", tok.ID, req.Role, ttl, req.Uses)
 	rec := &consensus.JoinToken{ID: tok.ID, Hash: jointoken.HashSecret(tok.ID, tok.Secret), Role: req.Role,
 		Created: now, Expires: now.Add(ttl), MaxUses: req.Uses}
 	idx, err := n.apply(r.Context(), &consensus.Command{Op: consensus.OpCreateToken, Time: now, Token: rec})

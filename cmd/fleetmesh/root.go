@@ -64,6 +64,10 @@ func newRootCmd() *cobra.Command {
 		newImageCmd(),
 		newFlashCmd(),
 		newDiscoverCmd(),
+		newACLCmd(),
+		newAuditCmd(),
+		newKeysCmd(),
+		newNodeCmd(),
 	)
 	return root
 }

@@ -11,7 +11,7 @@ import (
 
 func newTokenCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Manage join tokens"}
-	cmd.AddCommand(newTokenCreateCmd(), newTokenListCmd())
+	cmd.AddCommand(newTokenCreateCmd(), newTokenListCmd(), newTokenRevokeCmd())
 	return cmd
 }
 

@@ -20,6 +20,7 @@ import (
 	"math/big"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fleetmesh/fleetmesh/node/jointoken"
@@ -116,6 +117,19 @@ func CSR(name string, key crypto.Signer) ([]byte, error) {
 // Only the name and role decided by the fleet go in; the CSR contributes its
 // public key alone. ips and dnsNames are the node's API and transport names.
 func (ca *CA) Sign(csrPEM []byte, name, role string, ips []net.IP, dnsNames []string) ([]byte, error) {
+	return ca.Issue(csrPEM, name, role, ips, dnsNames, NewSerial(), 0)
+}
+
+// NewSerial is a random certificate serial.
+func NewSerial() *big.Int { return serial() }
+
+// Issue is Sign with a chosen serial and lifetime (0 means NodeLifetime).
+// The certificate is backdated by a tenth of its life, at most 5 minutes,
+// to absorb clock skew.
+func (ca *CA) Issue(csrPEM []byte, name, role string, ips []net.IP, dnsNames []string, serial *big.Int, lifetime time.Duration) ([]byte, error) {
+	if lifetime <= 0 {
+		lifetime = NodeLifetime
+	}
 	b, _ := pem.Decode(csrPEM)
 	if b == nil || b.Type != "CERTIFICATE REQUEST" {
 		return nil, errors.New("certificate request is not PEM")
@@ -128,10 +142,10 @@ func (ca *CA) Sign(csrPEM []byte, name, role string, ips []net.IP, dnsNames []st
 		return nil, fmt.Errorf("certificate request signature: %w", err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
+		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: name, Organization: []string{OrgRole + role}},
-		NotBefore:    time.Now().Add(-5 * time.Minute),
-		NotAfter:     time.Now().Add(NodeLifetime),
+		NotBefore:    time.Now().Add(-min(5*time.Minute, lifetime/10)),
+		NotAfter:     time.Now().Add(lifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IPAddresses:  ips,
@@ -145,11 +159,64 @@ func (ca *CA) Sign(csrPEM []byte, name, role string, ips []net.IP, dnsNames []st
 }
 
 // Identity is a node's certificate, key and the fleet CA it trusts.
+//
+// Cert and Leaf are the certificate the node started with; the TLS configs
+// built from an Identity present the current one (see SetCert), read at each
+// handshake, so a renewed certificate takes effect without a restart.
 type Identity struct {
 	Cert   tls.Certificate
 	Leaf   *x509.Certificate
 	CA     *x509.Certificate
 	CAPool *x509.CertPool
+
+	cur     atomic.Pointer[tls.Certificate]
+	revoked atomic.Pointer[func(*x509.Certificate) error]
+}
+
+// SetRevocationCheck installs a check asked about every peer certificate
+// that chains to the fleet CA (client certificates on the servers, server
+// certificates on the clients); an error refuses the handshake.
+func (id *Identity) SetRevocationCheck(check func(*x509.Certificate) error) {
+	id.revoked.Store(&check)
+}
+
+// SetCert replaces the certificate presented from now on (renewal). The key
+// must match the certificate.
+func (id *Identity) SetCert(certPEM, keyPEM []byte) error {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return fmt.Errorf("node certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return err
+	}
+	if err := VerifyChain([]*x509.Certificate{leaf}, id.CAPool); err != nil {
+		return err
+	}
+	pair.Certificate = append(pair.Certificate, id.CA.Raw)
+	pair.Leaf = leaf
+	id.cur.Store(&pair)
+	return nil
+}
+
+// Current is the certificate presented now.
+func (id *Identity) Current() *x509.Certificate { return id.current().Leaf }
+
+func (id *Identity) current() *tls.Certificate {
+	if c := id.cur.Load(); c != nil {
+		return c
+	}
+	return &id.Cert
+}
+
+// checkPeer runs the revocation check on a verified peer certificate.
+func (id *Identity) checkPeer(certs []*x509.Certificate) error {
+	check := id.revoked.Load()
+	if check == nil || *check == nil || len(certs) == 0 {
+		return nil
+	}
+	return (*check)(certs[0])
 }
 
 // LoadIdentity builds an Identity from PEM.
@@ -171,7 +238,9 @@ func LoadIdentity(certPEM, keyPEM, caPEM []byte) (*Identity, error) {
 	pair.Leaf = leaf
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	return &Identity{Cert: pair, Leaf: leaf, CA: ca, CAPool: pool}, nil
+	id := &Identity{Cert: pair, Leaf: leaf, CA: ca, CAPool: pool}
+	id.cur.Store(&pair)
+	return id, nil
 }
 
 // ServerTLS is the API's TLS config: HTTPS with the node certificate; a
@@ -179,10 +248,12 @@ func LoadIdentity(certPEM, keyPEM, caPEM []byte) (*Identity, error) {
 // (operators use bearer credentials and present none).
 func (id *Identity) ServerTLS() *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{id.Cert},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    id.CAPool,
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return id.current(), nil },
+		ClientAuth:     tls.VerifyClientCertIfGiven,
+		ClientCAs:      id.CAPool,
+		// Runs after the chain is verified (when a certificate was given).
+		VerifyConnection: func(cs tls.ConnectionState) error { return id.checkPeer(cs.PeerCertificates) },
 	}
 }
 
@@ -198,11 +269,16 @@ func (id *Identity) MutualServerTLS() *tls.Config {
 // nodes reach each other by address.
 func (id *Identity) ClientTLS() *tls.Config {
 	return &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		Certificates:       []tls.Certificate{id.Cert},
+		MinVersion: tls.VersionTLS12,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return id.current(), nil
+		},
 		InsecureSkipVerify: true, // verified below against the fleet CA only
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return VerifyChain(cs.PeerCertificates, id.CAPool)
+			if err := VerifyChain(cs.PeerCertificates, id.CAPool); err != nil {
+				return err
+			}
+			return id.checkPeer(cs.PeerCertificates)
 		},
 	}
 }
