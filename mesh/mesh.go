@@ -114,8 +114,8 @@ type Mesh struct {
 	queue *memberlist.TransmitLimitedQueue
 	// keyring is memberlist's (nil when gossip is not encrypted).
 	keyring *memberlist.Keyring
-	log   *slog.Logger
-	addr  string // advertised gossip address
+	log     *slog.Logger
+	addr    string // advertised gossip address
 	// numNodes counts live members, for the broadcast queue's retransmit limit.
 	numNodes atomic.Int64
 
