@@ -181,22 +181,10 @@ type raftSeatRequest struct {
 	Addr string `json:"addr"`
 }
 
-// handleJoin is POST /v1/join on any node: gateways process it on the
-// leader; other nodes pass it to the leader over mutual TLS.
+// handleJoin is POST /v1/join on any node, and the same request forwarded
+// between nodes on /internal/v1/join: the leader processes it; any other
+// node passes it to the leader over mutual TLS.
 func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
-	var req api.JoinRequest
-	if !decodeBody(w, r, &req) {
-		return
-	}
-	if err := validateJoin(&req); err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	n.processJoin(w, r, &req)
-}
-
-// handleInternalJoin is the forwarded join, between nodes.
-func (n *Node) handleInternalJoin(w http.ResponseWriter, r *http.Request) {
 	var req api.JoinRequest
 	if !decodeBody(w, r, &req) {
 		return

@@ -43,7 +43,7 @@ func (n *Node) serve() {
 	mux.HandleFunc("GET /metrics", n.handleMetrics)
 	// Node to node, mutual TLS with a fleet certificate.
 	mux.HandleFunc("POST /internal/v1/apply", n.member(n.forwardedWrite(n.handleApply)))
-	mux.HandleFunc("POST /internal/v1/join", n.member(n.handleInternalJoin))
+	mux.HandleFunc("POST /internal/v1/join", n.member(n.handleJoin))
 	mux.HandleFunc("POST /internal/v1/raft/add", n.member(n.handleRaftAdd))
 	mux.HandleFunc("GET /internal/v1/spec", n.member(n.handleSpec))
 	n.trustRoutes(mux)

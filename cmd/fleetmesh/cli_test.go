@@ -89,11 +89,7 @@ func TestUnreadableDataDir(t *testing.T) {
 // printed alone on stdout.
 func TestOperatorCommands(t *testing.T) {
 	f := testenv.NewFleet(t, testenv.Options{Gateways: 1, Edges: []testenv.Spec{{Name: "s1", Role: "sensor"}}})
-	caPath := filepath.Join(t.TempDir(), "ca.pem")
-	os.WriteFile(caPath, f.CA, 0o600)
-	t.Setenv("FLEETMESH_ADDR", f.Member("s1").Node.APIAddr())
-	t.Setenv("FLEETMESH_TOKEN", f.Admin)
-	t.Setenv("FLEETMESH_CACERT", caPath)
+	useNode(t, f, "s1")
 
 	out, stderr, code := cli(t, "token", "create", "--role", "sensor", "--ttl", "2h", "--uses", "3")
 	if code != 0 {
@@ -226,11 +222,7 @@ func TestAppsCommands(t *testing.T) {
 		t.Skip(err)
 	}
 	f := testenv.NewFleet(t, testenv.Options{Gateways: 1, Edges: []testenv.Spec{{Name: "s1", Role: "sensor"}}})
-	caPath := filepath.Join(t.TempDir(), "ca.pem")
-	os.WriteFile(caPath, f.CA, 0o600)
-	t.Setenv("FLEETMESH_ADDR", f.Member("gw1").Node.APIAddr())
-	t.Setenv("FLEETMESH_TOKEN", f.Admin)
-	t.Setenv("FLEETMESH_CACERT", caPath)
+	useNode(t, f, "gw1")
 	manifest := filepath.Join(t.TempDir(), "app.yaml")
 	os.WriteFile(manifest, []byte("apiVersion: fleetmesh.io/v1\nkind: EdgeApplication\nmetadata: {name: echo, version: \"1\"}\nspec:\n  selector: {role: sensor}\n  deployment: {type: container, image: "+testenv.HealthImageV1+"}\n"), 0o600)
 
@@ -277,11 +269,7 @@ func TestAppsCommands(t *testing.T) {
 // as provisioning until it joins, then as a member.
 func TestProvisionRegistersExpectedDevice(t *testing.T) {
 	f := testenv.NewFleet(t, testenv.Options{Gateways: 1})
-	caPath := filepath.Join(t.TempDir(), "ca.pem")
-	os.WriteFile(caPath, f.CA, 0o600)
-	t.Setenv("FLEETMESH_ADDR", f.Member("gw1").Node.APIAddr())
-	t.Setenv("FLEETMESH_TOKEN", f.Admin)
-	t.Setenv("FLEETMESH_CACERT", caPath)
+	useNode(t, f, "gw1")
 	tok := f.NewToken("sensor", 0)
 	out := filepath.Join(t.TempDir(), "seed")
 	stdout, stderr, code := cli(t, "provision", "-f", "../../node/provision/testdata/sensor-001.yaml", "--token", tok, "--out", out, "--register")
@@ -319,11 +307,7 @@ func TestProvisionRegistersExpectedDevice(t *testing.T) {
 // discover --fleet marks the Pis whose address a fleet member uses.
 func TestDiscoverMarksFleetMembers(t *testing.T) {
 	f := testenv.NewFleet(t, testenv.Options{Gateways: 1})
-	caPath := filepath.Join(t.TempDir(), "ca.pem")
-	os.WriteFile(caPath, f.CA, 0o600)
-	t.Setenv("FLEETMESH_ADDR", f.Member("gw1").Node.APIAddr())
-	t.Setenv("FLEETMESH_TOKEN", f.Admin)
-	t.Setenv("FLEETMESH_CACERT", caPath)
+	useNode(t, f, "gw1")
 	member := f.Member("gw1").IP
 	neigh := filepath.Join(t.TempDir(), "neigh")
 	os.WriteFile(neigh, []byte(member+" dev eth0 lladdr dc:a6:32:00:00:05 REACHABLE\n192.0.2.9 dev eth0 lladdr 2c:cf:67:00:00:09 REACHABLE\n"), 0o644)
@@ -345,4 +329,17 @@ func TestDiscoverMarksFleetMembers(t *testing.T) {
 	if len(pis) != 2 || !in[member] || in["192.0.2.9"] {
 		t.Fatalf("%+v", pis)
 	}
+}
+
+// useNode points the CLI's environment at a node of f with the admin
+// credential, as an operator would.
+func useNode(t *testing.T, f *testenv.Fleet, name string) {
+	t.Helper()
+	caPath := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caPath, f.CA, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FLEETMESH_ADDR", f.Member(name).Node.APIAddr())
+	t.Setenv("FLEETMESH_TOKEN", f.Admin)
+	t.Setenv("FLEETMESH_CACERT", caPath)
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,11 +15,7 @@ import (
 // evict, audit; no secret in any -o json output.
 func TestTrustCommands(t *testing.T) {
 	f := testenv.NewFleet(t, testenv.Options{Gateways: 1, Edges: []testenv.Spec{{Name: "s1", Role: "sensor"}, {Name: "s2", Role: "sensor"}}})
-	caPath := filepath.Join(t.TempDir(), "ca.pem")
-	os.WriteFile(caPath, f.CA, 0o600)
-	t.Setenv("FLEETMESH_ADDR", f.Member("s1").Node.APIAddr())
-	t.Setenv("FLEETMESH_TOKEN", f.Admin)
-	t.Setenv("FLEETMESH_CACERT", caPath)
+	useNode(t, f, "s1")
 	var jsonOut strings.Builder
 	must := func(args ...string) string {
 		t.Helper()
