@@ -176,6 +176,13 @@ func (f *fsm) apply(c *Command, idx uint64) error {
 		if !ok || t.Hash != j.TokenHash {
 			return ErrTokenUnknown
 		}
+		if old, ok := s.Devices[j.Device.Name]; ok && old.State == DeviceJoined && old.KeyID != "" &&
+			old.KeyID == j.Device.KeyID && old.TokenID == t.ID && !t.Revoked {
+			// The same device retrying the same join (it failed on its side
+			// after the fleet committed it): answer again, spend nothing.
+			old.CertSerial = j.Device.CertSerial
+			return nil
+		}
 		switch {
 		case t.Revoked:
 			return ErrTokenRevoked

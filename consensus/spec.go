@@ -68,6 +68,10 @@ type Device struct {
 	JoinedAt time.Time         `json:"joined_at"`
 	// Registered is when the device was pre-registered by provisioning.
 	Registered time.Time `json:"registered,omitempty"`
+	// KeyID is the hex SHA-256 of the device's public key: a join retried
+	// with the same key and token (after a failure on the device's side)
+	// is the same join, not a second device.
+	KeyID string `json:"key_id,omitempty"`
 	// CertSerial is the serial (hex) of the device's current certificate.
 	CertSerial string `json:"cert_serial,omitempty"`
 	// RekeyPending: an evicted gateway's gossip key rotation waits until

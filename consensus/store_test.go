@@ -163,6 +163,21 @@ func TestFSMJoinRules(t *testing.T) {
 	if len(f.spec.Devices) != 2 || f.spec.Tokens["one"].Uses != 1 {
 		t.Fatalf("refused joins changed the spec: %d devices, %d uses", len(f.spec.Devices), f.spec.Tokens["one"].Uses)
 	}
+	// The same device retrying the same join (same key, same token) is
+	// answered again without spending a use; another key is another device.
+	apply(&Command{Op: OpCreateToken, Token: &JoinToken{ID: "k", Hash: "hk", Role: "sensor", MaxUses: 1}})
+	joinKey := func(name, key string) error {
+		return apply(&Command{Op: OpJoin, Time: now, Join: &JoinCommand{TokenID: "k", TokenHash: "hk", Device: &Device{Name: name, Role: "sensor", KeyID: key}}})
+	}
+	if err := joinKey("kd", "key1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := joinKey("kd", "key1"); err != nil || f.spec.Tokens["k"].Uses != 1 {
+		t.Fatalf("retried join: %v, uses %d", err, f.spec.Tokens["k"].Uses)
+	}
+	if err := joinKey("kd", "key2"); !errors.Is(err, ErrTokenUsedUp) && !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("another key under the same name: %v", err)
+	}
 	apply(&Command{Op: OpCreateToken, Token: &JoinToken{ID: "many", Hash: "h2", Role: "sensor"}})
 	if err := join("many", "h2", "a", "sensor", now); !errors.Is(err, ErrNameTaken) {
 		t.Errorf("duplicate name: %v", err)

@@ -30,6 +30,10 @@ type caller struct {
 
 type callerKey struct{}
 
+// verifiedOperatorKey carries the operator a forwarded request's credential
+// was checked against on this node.
+type verifiedOperatorKey struct{}
+
 func callerFrom(ctx context.Context) *caller {
 	c, _ := ctx.Value(callerKey{}).(*caller)
 	return c
@@ -91,17 +95,23 @@ func (n *Node) auditEntry(ctx context.Context, c *consensus.Command) *consensus.
 // only: the command must come with the admin credential of the operator
 // who made it, checked again here. So a stolen sensor's certificate alone
 // cannot change the fleet.
+//
+// It also guards reads that only gateways and admins may make through a
+// node (the audit log).
 func (n *Node) forwardedWrite(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if peer := peerCert(r); peer != nil && pki.RoleOf(peer) == "gateway" {
 			h(w, r)
 			return
 		}
-		if _, code, err := n.authenticate(r, true); err != nil {
+		op, code, err := n.authenticate(r, true)
+		if err != nil {
 			writeError(w, code, fmt.Errorf("a write forwarded by a non-gateway node must carry an admin operator credential: %w", err))
 			return
 		}
-		h(w, r)
+		// The operator checked here is who the audit log names, whatever
+		// the forwarding node claimed.
+		h(w, r.WithContext(context.WithValue(r.Context(), verifiedOperatorKey{}, op)))
 	}
 }
 

@@ -168,6 +168,7 @@ func (n *Node) handleAppDeploy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("manifest: %w", err))
 		return
 	}
+	noteAudit(r, "deployed application %s version %s", m.Metadata.Name, m.Metadata.Version)
 	canon, err := json.Marshal(m)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err)
@@ -189,6 +190,7 @@ func (n *Node) handleAppDeploy(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) handleAppRemove(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	noteAudit(r, "removed application %s", name)
 	idx, err := n.apply(r.Context(), &consensus.Command{Op: consensus.OpRemoveApp, ID: name})
 	if err != nil {
 		if errors.Is(err, consensus.ErrAppUnknown) {

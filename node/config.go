@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/fleetmesh/fleetmesh/consensus"
@@ -75,6 +77,27 @@ var (
 // ValidName reports whether s is a valid node name (a DNS label).
 func ValidName(s string) bool { return nameRE.MatchString(s) }
 
+// validSiteLabels checks a device's site and labels; errors start with the
+// field path prefix given.
+func validSiteLabels(prefix, site string, labels map[string]string) error {
+	var errs []error
+	if site != "" && !labelRE.MatchString(site) {
+		errs = append(errs, fmt.Errorf("%ssite: %q must be 1-63 letters, digits, '_', '.', '-'", prefix, site))
+	}
+	if len(labels) > 32 {
+		errs = append(errs, fmt.Errorf("%slabels: at most 32", prefix))
+	}
+	for k, v := range labels {
+		if !labelRE.MatchString(k) {
+			errs = append(errs, fmt.Errorf("%slabels[%q]: the key must be 1-63 letters, digits, '_', '.', '-'", prefix, k))
+		}
+		if len(v) > 63 || strings.ContainsFunc(v, func(c rune) bool { return c < ' ' || c == 0x7f }) {
+			errs = append(errs, fmt.Errorf("%slabels[%q]: the value must be at most 63 printable characters", prefix, k))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Validate checks the config; errors name the setting.
 func (c *Config) Validate() error {
 	var errs []error
@@ -87,16 +110,8 @@ func (c *Config) Validate() error {
 	if c.Role != "" && !consensus.ValidRole(c.Role) {
 		errs = append(errs, fmt.Errorf("role: %q is not one of %v", c.Role, consensus.Roles))
 	}
-	if c.Site != "" && !labelRE.MatchString(c.Site) {
-		errs = append(errs, fmt.Errorf("site: %q must be letters, digits, '_', '.', '-'", c.Site))
-	}
-	for k, v := range c.Labels {
-		if !labelRE.MatchString(k) {
-			errs = append(errs, fmt.Errorf("label %q: key must be letters, digits, '_', '.', '-'", k))
-		}
-		if len(v) > 63 {
-			errs = append(errs, fmt.Errorf("label %q: value longer than 63 characters", k))
-		}
+	if err := validSiteLabels("", c.Site, c.Labels); err != nil {
+		errs = append(errs, err)
 	}
 	for flag, a := range map[string]string{"bind": c.Bind, "api": c.API, "raft": c.RaftBind} {
 		if a == "" {
@@ -116,6 +131,36 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("health-interval: must be positive"))
 	}
 	return errors.Join(errs...)
+}
+
+// inherit takes what the data dir remembers for every setting left unset,
+// and refuses settings that contradict it: a data dir is one device.
+func (c *Config) inherit(p *persisted) error {
+	var errs []error
+	if c.Name != "" && c.Name != p.Name {
+		errs = append(errs, fmt.Errorf("name: this data dir belongs to node %q, not %q; leave --name out or use another --data-dir", p.Name, c.Name))
+	}
+	if c.Role != "" && c.Role != p.Role {
+		errs = append(errs, fmt.Errorf("role: node %s is a %s; a device's role cannot change (evict it and join again with a new name)", p.Name, p.Role))
+	}
+	if c.Site != "" && c.Site != p.Site {
+		errs = append(errs, fmt.Errorf("site: node %s is at site %q; a device's site cannot change on restart", p.Name, p.Site))
+	}
+	if c.Labels != nil && !maps.Equal(c.Labels, p.Labels) {
+		errs = append(errs, fmt.Errorf("label: node %s has labels %v; labels cannot change on restart", p.Name, p.Labels))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		dst *string
+		v   string
+	}{{&c.Bind, p.Bind}, {&c.API, p.API}, {&c.RaftBind, p.Raft}, {&c.AdvertiseAPI, p.AdvertiseAPI}} {
+		if *f.dst == "" {
+			*f.dst = f.v
+		}
+	}
+	return nil
 }
 
 func (c *Config) setDefaults() {

@@ -35,6 +35,12 @@ type persisted struct {
 	ClusterID string            `json:"cluster_id"`
 	// Addrs are the API addresses this node first joined through.
 	Addrs []string `json:"addrs,omitempty"`
+	// The addresses configured when the node was made: a restart with no
+	// address flags binds and advertises the same.
+	Bind         string `json:"bind,omitempty"`
+	API          string `json:"api,omitempty"`
+	Raft         string `json:"raft,omitempty"`
+	AdvertiseAPI string `json:"advertise_api,omitempty"`
 	// Ports remembered so a restart binds the same ones.
 	GossipPort int `json:"gossip_port"`
 	APIPort    int `json:"api_port"`
@@ -134,4 +140,18 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 		df.Close()
 	}
 	return nil
+}
+
+// readPersisted reads node.json from a data dir without locking it; it
+// returns an error when there is none.
+func readPersisted(dataDir string) (*persisted, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, fileState))
+	if err != nil {
+		return nil, err
+	}
+	var p persisted
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("data dir: %s is corrupt: %w", fileState, err)
+	}
+	return &p, nil
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto"
 	"bytes"
 	"context"
 	"crypto/x509"
@@ -41,7 +42,20 @@ func (n *Node) join() error {
 	if err := n.listenAPI(0); err != nil {
 		return err
 	}
-	key, keyPEM, err := pki.NewKey()
+	// Everything that can fail on this side is checked before the fleet
+	// commits the join: the ports must be free...
+	if err := probeBind(n.cfg.Bind, true); err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	if role == "gateway" {
+		if err := probeBind(n.cfg.RaftBind, false); err != nil {
+			return fmt.Errorf("raft: %w", err)
+		}
+	}
+	// ...and the key is on disk first, so that if something still fails
+	// after the fleet said yes, a retry with the same key and token is the
+	// same join rather than a second device with a taken name.
+	key, keyPEM, err := n.joinKey()
 	if err != nil {
 		return err
 	}
@@ -93,6 +107,45 @@ func (n *Node) join() error {
 		n.syncSpec(resp.Index)
 	}
 	return n.saveState()
+}
+
+// joinKey returns the key a previous, unfinished join left in the data dir,
+// or makes and stores a new one.
+func (n *Node) joinKey() (crypto.Signer, []byte, error) {
+	if b, err := n.dir.read(fileKey); err == nil {
+		if k, err := pki.ParseKey(b); err == nil {
+			return k, b, nil
+		}
+	}
+	key, keyPEM, err := pki.NewKey()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := n.dir.write(fileKey, keyPEM, 0o600); err != nil {
+		return nil, nil, err
+	}
+	return key, keyPEM, nil
+}
+
+// probeBind checks that addr can be bound (TCP, and UDP too if udp), so a
+// join does not fail after the fleet has committed it. Port 0 always can.
+func probeBind(addr string, udp bool) error {
+	if portOf(addr) == 0 {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	ln.Close()
+	if udp {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return err
+		}
+		pc.Close()
+	}
+	return nil
 }
 
 // sendJoin presents the token to the fleet's addresses in turn. The secret
@@ -207,7 +260,7 @@ func validateJoin(req *api.JoinRequest) error {
 	case req.CSR == "":
 		return errors.New("csr: required")
 	}
-	return nil
+	return validSiteLabels("", req.Site, req.Labels)
 }
 
 func (n *Node) processJoin(w http.ResponseWriter, r *http.Request, req *api.JoinRequest) {
@@ -226,10 +279,16 @@ func (n *Node) processJoin(w http.ResponseWriter, r *http.Request, req *api.Join
 		writeJSON(w, http.StatusOK, out)
 		return
 	}
+	// Check the request before it spends a use of the token.
+	keyID, err := pki.CSRKeyID([]byte(req.CSR))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("csr: %w", err))
+		return
+	}
 	serial := pki.NewSerial() // recorded with the device, so eviction can revoke it
 	cmd := &consensus.Command{Op: consensus.OpJoin, Join: &consensus.JoinCommand{
 		TokenID: req.TokenID, TokenHash: jointoken.HashSecret(req.TokenID, req.Secret),
-		Device: &consensus.Device{Name: req.Name, Role: req.Role, Site: req.Site, Labels: req.Labels, CertSerial: serial.Text(16)},
+		Device: &consensus.Device{Name: req.Name, Role: req.Role, Site: req.Site, Labels: req.Labels, CertSerial: serial.Text(16), KeyID: keyID},
 	}}
 	idx, err := n.store.Apply(r.Context(), cmd)
 	if err != nil {
@@ -324,6 +383,22 @@ func (n *Node) peerCall(ctx context.Context, method, addr, path string, body []b
 // peerCallAs is peerCall on behalf of an operator: the credential goes along
 // so the receiving node can check it again.
 func (n *Node) peerCallAs(ctx context.Context, method, addr, path string, body []byte, out any, as *caller) error {
+	return n.peerDo(ctx, method, addr, path, body, out, as, false)
+}
+
+// ErrNotGateway means a peer that should be a gateway (the source of the
+// spec) presented a certificate of another role.
+var ErrNotGateway = errors.New("peer is not a gateway of this fleet")
+
+// gatewayCall is a node-to-node call whose answer must come from a
+// gateway: the peer's certificate (issued by the fleet CA, not revoked)
+// must carry the gateway role. What gossip says about a peer's role is not
+// trusted for this.
+func (n *Node) gatewayCall(ctx context.Context, method, addr, path string, out any) error {
+	return n.peerDo(ctx, method, addr, path, nil, out, nil, true)
+}
+
+func (n *Node) peerDo(ctx context.Context, method, addr, path string, body []byte, out any, as *caller, needGateway bool) error {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -343,6 +418,9 @@ func (n *Node) peerCallAs(ctx context.Context, method, addr, path string, body [
 		return &unreachableError{addr: addr, err: err}
 	}
 	defer res.Body.Close()
+	if needGateway && (res.TLS == nil || len(res.TLS.PeerCertificates) == 0 || pki.RoleOf(res.TLS.PeerCertificates[0]) != "gateway") {
+		return fmt.Errorf("%w: %s", ErrNotGateway, addr)
+	}
 	b, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
 	if err != nil {
 		return &unreachableError{addr: addr, err: err}

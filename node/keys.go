@@ -135,7 +135,7 @@ func (n *Node) fetchKeys(ctx context.Context) ([][]byte, string, error) {
 	for _, addr := range n.gatewayAPIs() {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		var out keysResponse
-		err := n.peerCall(ctx, http.MethodGet, addr, "/internal/v1/keys", nil, &out)
+		err := n.gatewayCall(ctx, http.MethodGet, addr, "/internal/v1/keys", &out)
 		cancel()
 		if err != nil {
 			errs = append(errs, err)

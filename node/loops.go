@@ -163,8 +163,10 @@ func (n *Node) specSyncLoop() {
 	}
 }
 
-// syncSpec fetches the spec if some peer has a newer one than ours (or at
-// least version want).
+// syncSpec fetches the spec if a gateway has a newer one than ours (or at
+// least version want). Only gateways are asked, and the answer counts only
+// if the peer's certificate says gateway: an edge device (one that was
+// stolen, say) cannot feed others a spec of its making.
 func (n *Node) syncSpec(want uint64) {
 	have := n.specVersion()
 	type cand struct {
@@ -174,8 +176,8 @@ func (n *Node) syncSpec(want uint64) {
 	}
 	var cands []cand
 	for _, m := range n.mesh.Members() {
-		if m.Alive && m.Name != n.state.Name && m.API != "" && m.Health.SpecVersion > have {
-			cands = append(cands, cand{m.API, m.Health.SpecVersion, m.Role == "gateway"})
+		if m.Alive && m.Name != n.state.Name && m.API != "" && m.Role == "gateway" && m.Health.SpecVersion > have {
+			cands = append(cands, cand{m.API, m.Health.SpecVersion, true})
 		}
 	}
 	if len(cands) == 0 && want > have {
@@ -196,9 +198,12 @@ func (n *Node) syncSpec(want uint64) {
 	for _, c := range cands {
 		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 		var raw json.RawMessage
-		err := n.peerCall(ctx, http.MethodGet, c.api, "/internal/v1/spec", nil, &raw)
+		err := n.gatewayCall(ctx, http.MethodGet, c.api, "/internal/v1/spec", &raw)
 		cancel()
 		if err != nil {
+			if errors.Is(err, ErrNotGateway) {
+				n.log.Warn("a peer that claims to be a gateway has no gateway certificate; its spec is ignored", "peer", c.api)
+			}
 			continue
 		}
 		sp, err := consensus.DecodeSpec(raw)

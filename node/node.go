@@ -72,10 +72,17 @@ type Node struct {
 // Start starts a node: it creates a fleet (Bootstrap), joins one (Join), or
 // resumes the membership stored in the data dir.
 func Start(cfg Config) (*Node, error) {
-	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if prev, err := readPersisted(cfg.DataDir); err == nil {
+		if err := cfg.inherit(prev); err != nil {
+			return nil, err
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	cfg.setDefaults()
 	dir, err := openDataDir(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -354,7 +361,10 @@ func (n *Node) identity() mesh.Identity {
 	return id
 }
 
-func (n *Node) saveState() error { return n.dir.writeJSON(fileState, n.state) }
+func (n *Node) saveState() error {
+	n.state.Bind, n.state.API, n.state.Raft, n.state.AdvertiseAPI = n.cfg.Bind, n.cfg.API, n.cfg.RaftBind, n.cfg.AdvertiseAPI
+	return n.dir.writeJSON(fileState, n.state)
+}
 
 func (n *Node) saveKeys() error {
 	var ks []string

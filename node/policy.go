@@ -181,6 +181,7 @@ func (n *Node) handlePolicySet(w http.ResponseWriter, r *http.Request) {
 			roles = append(roles, role)
 		}
 	}
+	noteAudit(r, "set security policy %s (applied by roles %v)", p.Metadata.Name, roles)
 	doc, _ := json.Marshal(policyDoc{Name: p.Metadata.Name, YAML: string(data), ApplyRoles: roles, Updated: time.Now().UTC()})
 	idx, err := n.apply(r.Context(), &consensus.Command{Op: consensus.OpPutDocument, Kind: "policies", ID: policyDocID, Doc: doc})
 	if err != nil {

@@ -562,6 +562,9 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("%w: %s is not the leader", consensus.ErrNotLeader, n.state.Name))
 		return
 	}
+	if op, ok := r.Context().Value(verifiedOperatorKey{}).(*consensus.Operator); ok && c.Audit != nil {
+		c.Audit.OperatorID, c.Audit.OperatorName, c.Audit.Role = op.ID, op.Name, op.Role
+	}
 	idx, err := n.store.Apply(r.Context(), &c)
 	if err != nil {
 		writeErr(w, err)
@@ -584,7 +587,15 @@ func (n *Node) handleDeviceRegister(w http.ResponseWriter, r *http.Request) {
 	case !consensus.ValidRole(req.Role):
 		writeError(w, http.StatusBadRequest, fmt.Errorf("role: %q is not one of %v", req.Role, consensus.Roles))
 		return
+	case len(req.Model) > 32 || len(req.Serial) > 64:
+		writeError(w, http.StatusBadRequest, errors.New("model and serial: at most 32 and 64 characters"))
+		return
 	}
+	if err := validSiteLabels("", req.Site, req.Labels); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	noteAudit(r, "pre-registered %s %s at site %q", req.Role, req.Name, req.Site)
 	now := time.Now().UTC()
 	idx, err := n.apply(r.Context(), &consensus.Command{Op: consensus.OpRegisterDevice, Time: now, Device: &consensus.Device{
 		Name: req.Name, Role: req.Role, Site: req.Site, Labels: req.Labels, Model: req.Model, Serial: req.Serial, Registered: now}})

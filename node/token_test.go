@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -229,4 +231,43 @@ func TestBadJSONBodies(t *testing.T) {
 	if !errors.As(err, &se) || se.Code != 400 {
 		t.Errorf("join with a bad body: %v", err)
 	}
+}
+
+// A join that fails on the device after the fleet committed it can be
+// retried with the same token: the same key makes it the same join, not a
+// second device with a taken name.
+func TestJoinRetryAfterLocalFailure(t *testing.T) {
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 1})
+	tok := f.NewToken("sensor", 1)
+	// Occupy a port, then ask the joiner to bind it: refused before the
+	// fleet is asked, so the one-use token is not spent.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg := node.Config{DataDir: filepath.Join(t.TempDir(), "s9"), Name: "s9", Role: "sensor",
+		Bind: busy.Addr().String(), API: "127.0.0.1:0", RaftBind: "127.0.0.1:0", Join: tok}
+	testenv.TestTimings(&cfg)
+	if n, err := node.Start(cfg); err == nil || !strings.Contains(err.Error(), "bind") {
+		if n != nil {
+			n.Close()
+		}
+		t.Fatalf("join on a busy port: %v", err)
+	}
+	toks, err := f.Client("gw1").Tokens(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range toks {
+		if tk.Used != 0 && tk.MaxUses == 1 {
+			t.Fatal("a join refused on the device's side spent the token")
+		}
+	}
+	cfg.Bind = "127.0.0.1:0"
+	n, err := node.Start(cfg)
+	if err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	n.Close()
 }

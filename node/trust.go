@@ -46,7 +46,9 @@ func (n *Node) trustRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/keys", n.viewer(n.handleKeys))
 	mux.HandleFunc("POST /v1/keys/rotate", n.admin(n.handleKeysRotate))
 	mux.HandleFunc("DELETE /v1/nodes/{name}", n.admin(n.handleEvict))
-	mux.HandleFunc("GET /internal/v1/audit", n.member(n.handleInternalAudit))
+	// The audit log is kept off edge devices (they are easier to steal):
+	// reading it through one needs the operator's admin credential too.
+	mux.HandleFunc("GET /internal/v1/audit", n.member(n.forwardedWrite(n.handleInternalAudit)))
 	mux.HandleFunc("GET /internal/v1/keys", n.member(n.handleInternalKeys))
 	mux.HandleFunc("POST /internal/v1/renew", n.member(n.handleRenew))
 }

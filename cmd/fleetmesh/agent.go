@@ -74,8 +74,8 @@ FILE (YAML), then flags.`,
 	f.StringVar(&fl.role, "role", "", "gateway, sensor, compute, storage or hybrid")
 	f.StringVar(&fl.site, "site", "", "site name")
 	f.StringArrayVar(&fl.labels, "label", nil, "label key=value (repeatable)")
-	f.StringVar(&fl.bind, "bind", "0.0.0.0:7946", "gossip address")
-	f.StringVar(&fl.api, "api", "127.0.0.1:7400", "HTTPS API address")
+	f.StringVar(&fl.bind, "bind", "0.0.0.0:7946", "gossip address (a restart keeps the stored one)")
+	f.StringVar(&fl.api, "api", "127.0.0.1:7400", "HTTPS API address (a restart keeps the stored one)")
 	f.StringVar(&fl.advertiseAPI, "advertise-api", "", "API address peers should use (default: derived)")
 	f.StringVar(&fl.raft, "raft", "", "Raft address for gateways (default: gossip host, port 7947)")
 	f.StringVar(&fl.join, "join", "", "join token")
@@ -107,6 +107,17 @@ func agentConfig(cmd *cobra.Command, fl *agentFlags) (node.Config, slog.Level, e
 		}
 		return *fileVal
 	}
+	// Addresses left unset stay empty, so a restart takes them from the
+	// data dir (and a new node from the agent's defaults).
+	pickAddr := func(flag string, flagVal string, fileVal *string) string {
+		switch {
+		case f.Changed(flag):
+			return flagVal
+		case fileVal != nil:
+			return *fileVal
+		}
+		return ""
+	}
 	pickBool := func(flag string, flagVal bool, fileVal *bool) bool {
 		if f.Changed(flag) || fileVal == nil {
 			return flagVal
@@ -118,10 +129,10 @@ func agentConfig(cmd *cobra.Command, fl *agentFlags) (node.Config, slog.Level, e
 		Name:         pick("name", fl.name, file.Name),
 		Role:         pick("role", fl.role, file.Role),
 		Site:         pick("site", fl.site, file.Site),
-		Bind:         pick("bind", fl.bind, file.Bind),
-		API:          pick("api", fl.api, file.API),
-		AdvertiseAPI: pick("advertise-api", fl.advertiseAPI, file.AdvertiseAPI),
-		RaftBind:     pick("raft", fl.raft, file.Raft),
+		Bind:         pickAddr("bind", fl.bind, file.Bind),
+		API:          pickAddr("api", fl.api, file.API),
+		AdvertiseAPI: pickAddr("advertise-api", fl.advertiseAPI, file.AdvertiseAPI),
+		RaftBind:     pickAddr("raft", fl.raft, file.Raft),
 		Join:         pick("join", fl.join, file.Join),
 		Bootstrap:    pickBool("bootstrap", fl.bootstrap, file.Bootstrap),
 		MetricsOpen:  pickBool("metrics-open", fl.metricsOpen, file.MetricsOpen),
