@@ -15,19 +15,20 @@ import (
 // Errors a command can be refused with. The FSM decides them
 // deterministically, so every gateway refuses the same command the same way.
 var (
-	ErrTokenUnknown  = errors.New("join token unknown")
-	ErrTokenExpired  = errors.New("join token expired")
-	ErrTokenUsedUp   = errors.New("join token has no uses left")
-	ErrTokenRevoked  = errors.New("join token revoked")
-	ErrTokenRole     = errors.New("join token is for another role")
-	ErrNameTaken     = errors.New("a device with this name is already in the fleet")
-	ErrDeviceUnknown = errors.New("no such device")
-	ErrEvicted       = errors.New("device was evicted; join again with a new token and a new name")
-	ErrInitialized   = errors.New("fleet already initialized")
-	ErrBadCommand    = errors.New("bad command")
-	ErrOperatorGone  = errors.New("no such operator credential")
-	ErrAppUnknown    = errors.New("no such application")
-	ErrAppVersion    = errors.New("this version of the application was already deployed with a different manifest; bump metadata.version")
+	ErrTokenUnknown   = errors.New("join token unknown")
+	ErrTokenExpired   = errors.New("join token expired")
+	ErrTokenUsedUp    = errors.New("join token has no uses left")
+	ErrTokenRevoked   = errors.New("join token revoked")
+	ErrTokenRole      = errors.New("join token is for another role")
+	ErrNameTaken      = errors.New("a device with this name is already in the fleet")
+	ErrDeviceUnknown  = errors.New("no such device")
+	ErrEvicted        = errors.New("device was evicted; join again with a new token and a new name")
+	ErrInitialized    = errors.New("fleet already initialized")
+	ErrBadCommand     = errors.New("bad command")
+	ErrOperatorGone   = errors.New("no such operator credential")
+	ErrAppUnknown     = errors.New("no such application")
+	ErrAlreadyRevoked = errors.New("already revoked")
+	ErrAppVersion     = errors.New("this version of the application was already deployed with a different manifest; bump metadata.version")
 )
 
 // Command ops.
@@ -165,6 +166,9 @@ func (f *fsm) apply(c *Command, idx uint64) error {
 		t, ok := s.Tokens[c.ID]
 		if !ok {
 			return ErrTokenUnknown
+		}
+		if t.Revoked {
+			return ErrAlreadyRevoked
 		}
 		t.Revoked = true
 	case OpJoin:

@@ -42,7 +42,7 @@ func (n *Node) startApps() {
 	if p := n.cfg.Apps.ContainerPrefix; p != "" {
 		namePrefix = p + n.state.Name + "-"
 	}
-	if d, err := apps.NewDockerDriver(apps.DockerConfig{Node: n.cfg.Apps.ContainerPrefix + n.state.Name, NamePrefix: namePrefix, Logger: log}); err != nil {
+	if d, err := apps.NewDockerDriver(apps.DockerConfig{Node: n.cfg.Apps.ContainerPrefix + n.state.Name, NamePrefix: namePrefix, Logger: n.log}); err != nil {
 		log.Warn("no Docker engine: container applications will fail on this node", "err", err)
 	} else {
 		drivers[apps.TypeContainer] = d
@@ -55,7 +55,7 @@ func (n *Node) startApps() {
 		Policy:         apps.ValidateOptions{AllowPrivileged: n.allowPrivileged()},
 		ResyncInterval: n.cfg.Apps.ResyncInterval,
 		OnStatusChange: func(string, apps.AppStatus) { n.kickHealth() },
-		Logger:         log,
+		Logger:         n.log, // the apps package names its own components
 	})
 	if err != nil {
 		log.Error("application runtime disabled", "err", err)

@@ -271,3 +271,31 @@ func TestMinorityPartition(t *testing.T) {
 		return errorf("e1 does not have the token written during the partition")
 	})
 }
+
+// At most five gateways vote; a sixth joins the Raft group as a non-voter.
+func TestSixthGatewayIsNonVoter(t *testing.T) {
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 6})
+	testenv.Eventually(t, 20*time.Second, func() error {
+		servers, err := f.Member(f.Leader()).Node.Store().Servers()
+		if err != nil {
+			return err
+		}
+		voters := 0
+		for _, s := range servers {
+			if s.Voter {
+				voters++
+			}
+		}
+		if len(servers) != 6 || voters != 5 {
+			return errorf("%d servers, %d voters; want 6 and 5", len(servers), voters)
+		}
+		return nil
+	})
+	v, _, err := f.Client("gw2").Node(context.Background(), "gw6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Voter != nil && *v.Voter {
+		t.Errorf("gw6 is reported as a voter")
+	}
+}

@@ -1,9 +1,9 @@
 package node
 
 import (
-	"crypto"
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"

@@ -289,7 +289,7 @@ func (n *Node) catchUp(ctx context.Context, idx uint64) {
 				return
 			}
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // a fetch per try: don't hammer the gateway
 	}
 }
 

@@ -90,7 +90,8 @@ func writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, consensus.ErrTokenUnknown), errors.Is(err, consensus.ErrTokenExpired), errors.Is(err, consensus.ErrTokenUsedUp),
 		errors.Is(err, consensus.ErrTokenRevoked), errors.Is(err, consensus.ErrTokenRole), errors.Is(err, consensus.ErrEvicted):
 		writeError(w, http.StatusForbidden, err)
-	case errors.Is(err, consensus.ErrNameTaken), errors.Is(err, consensus.ErrInitialized), errors.Is(err, consensus.ErrAppVersion), errors.Is(err, consensus.ErrLastAdmin):
+	case errors.Is(err, consensus.ErrNameTaken), errors.Is(err, consensus.ErrInitialized), errors.Is(err, consensus.ErrAppVersion), errors.Is(err, consensus.ErrLastAdmin),
+		errors.Is(err, consensus.ErrAlreadyRevoked):
 		writeError(w, http.StatusConflict, err)
 	case errors.Is(err, consensus.ErrDeviceUnknown), errors.Is(err, consensus.ErrOperatorGone), errors.Is(err, consensus.ErrAppUnknown):
 		writeError(w, http.StatusNotFound, err)

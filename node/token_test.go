@@ -119,15 +119,19 @@ func TestJoinTokensRefused(t *testing.T) {
 	}
 	var raw bytes.Buffer
 	for _, n := range f.Live() {
-		for _, p := range []string{"/v1/tokens", "/v1/nodes", "/v1/fleet", "/metrics"} {
+		for _, p := range []string{"/v1/tokens", "/v1/nodes", "/v1/fleet", "/v1/health"} {
 			var out any
-			if p == "/metrics" {
-				continue
+			if _, err := f.Client(n).Do(ctx, "GET", p, nil, &out); err != nil {
+				t.Fatalf("%s %s: %v", n, p, err)
 			}
-			f.Client(n).Do(ctx, "GET", p, nil, &out)
 			b, _ := jsonMarshal(out)
 			raw.Write(b)
 		}
+		text, err := metricsText(f, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw.WriteString(text)
 	}
 	all := raw.String() + logs.String()
 	for _, s := range secrets {
