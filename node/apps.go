@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"sort"
 	"time"
 
@@ -27,6 +28,20 @@ type AppsConfig struct {
 	// ResyncInterval is how often the device is compared with the spec
 	// even when nothing changed (drift repair). Default 30 s.
 	ResyncInterval time.Duration
+}
+
+var prefixRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,31}$`)
+
+// Validate checks the runtime settings.
+func (c AppsConfig) Validate() error {
+	var errs []error
+	if c.ContainerPrefix != "" && !prefixRE.MatchString(c.ContainerPrefix) {
+		errs = append(errs, fmt.Errorf("apps.container_prefix: %q must be up to 32 letters, digits, '_', '.', '-'", c.ContainerPrefix))
+	}
+	if c.ResyncInterval < 0 {
+		errs = append(errs, errors.New("apps.resync_interval: must not be negative"))
+	}
+	return errors.Join(errs...)
 }
 
 // startApps builds the reconciler with the drivers this host can run. The

@@ -127,6 +127,12 @@ func (c *Config) Validate() error {
 	if c.Bootstrap && c.Role != "" && c.Role != "gateway" {
 		errs = append(errs, fmt.Errorf("role: a fleet is bootstrapped by a gateway, not a %s", c.Role))
 	}
+	if err := c.Apps.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Hardening.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.HealthInterval < 0 {
 		errs = append(errs, errors.New("health-interval: must be positive"))
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -27,6 +28,18 @@ type HardeningConfig struct {
 	Root string
 	// Interval is how often the node checks itself. Default 10 minutes.
 	Interval time.Duration
+}
+
+// Validate checks the hardening settings.
+func (c HardeningConfig) Validate() error {
+	var errs []error
+	if c.Root != "" && !filepath.IsAbs(c.Root) {
+		errs = append(errs, fmt.Errorf("hardening.root: %q must be an absolute path", c.Root))
+	}
+	if c.Interval < 0 {
+		errs = append(errs, errors.New("hardening.interval: must not be negative"))
+	}
+	return errors.Join(errs...)
 }
 
 // policyDocID is the spec document holding the fleet's security policy.
