@@ -170,9 +170,31 @@ func TestJoinRefusesForeignFleet(t *testing.T) {
 	// A's secret and pin, pointed at B's address.
 	forged := tokA
 	forged.Addrs = tokB.Addrs
+	joinsAtB := func() string {
+		text, err := metricsText(b, "gw1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		for _, l := range strings.Split(text, "\n") {
+			if strings.HasPrefix(l, `fleetmesh_api_requests_total{code=`) && strings.Contains(l, `method="POST"`) {
+				lines = append(lines, l)
+			}
+		}
+		return strings.Join(lines, "\n")
+	}
+	before := joinsAtB()
+	if before == "" {
+		t.Fatal("fleet B's request counter shows no POST (the token create): the check would see nothing")
+	}
 	_, err := a.Join(testenv.Spec{Name: "victim", Role: "sensor"}, forged.String())
 	if err == nil || !strings.Contains(err.Error(), "does not match the pin") || !strings.Contains(err.Error(), "not sent") {
 		t.Fatalf("got %v, want a pin mismatch that sent no secret", err)
+	}
+	// Fleet B's side: no request (so no secret) reached its API; the TLS
+	// handshake was all.
+	if after := joinsAtB(); after != before {
+		t.Fatalf("fleet B answered a request:\nbefore %s\nafter %s", before, after)
 	}
 }
 
