@@ -80,7 +80,7 @@ func Start(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
+		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
 	cfg.setDefaults()
 	dir, err := openDataDir(cfg.DataDir)
