@@ -151,7 +151,7 @@ func readPersisted(dataDir string) (*persisted, error) {
 	}
 	var p persisted
 	if err := json.Unmarshal(b, &p); err != nil {
-		return nil, fmt.Errorf("data dir: %s is corrupt: %w", fileState, err)
+		return nil, fmt.Errorf("%s is corrupt: %w", fileState, err)
 	}
 	return &p, nil
 }
