@@ -346,9 +346,12 @@ func (m *Mesh) merge(r *Record) bool {
 	}
 	m.mu.Lock()
 	if r.Name == m.local.Name {
-		// Someone holds an older record of us (from before a restart):
-		// make sure ours wins.
-		if r.Seq >= m.local.Seq {
+		// Someone holds a record of us with a higher Seq than ours (from
+		// before a restart, if the clock went back): make sure ours wins.
+		// Our current record coming back to us (the same Seq) is not news:
+		// bumping Seq on it would make every node's record circle the mesh
+		// forever.
+		if r.Seq > m.local.Seq {
 			m.local.Seq = r.Seq + 1
 			rec := m.local
 			m.mu.Unlock()
