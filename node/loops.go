@@ -85,17 +85,32 @@ func (n *Node) healthLoop() {
 }
 
 // peersLoop remembers live peers' gossip addresses so a restart rejoins
-// without a token.
+// without a token. It saves them as soon as they change (at most once a
+// second, and only when the set differs from the last saved), so that a node
+// restarted soon after joining finds its peers: one restarted with none
+// stays cut off until some peer happens to push/pull with it.
 func (n *Node) peersLoop() {
 	defer n.wg.Done()
+	sub := n.mesh.Subscribe()
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	var last []string
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-t.C:
+	var saved time.Time
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-t.C:
+			case <-sub:
+				if wait := time.Second - time.Since(saved); wait > 0 {
+					select {
+					case <-n.ctx.Done():
+						return
+					case <-time.After(wait):
+					}
+				}
+			}
 		}
 		p := n.mesh.AliveGossipAddrs()
 		if len(p) == 0 || slices.Equal(p, last) {
@@ -105,7 +120,7 @@ func (n *Node) peersLoop() {
 			n.log.Warn("cannot save peers", "err", err)
 			continue
 		}
-		last = p
+		last, saved = p, time.Now()
 	}
 }
 
