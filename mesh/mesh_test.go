@@ -123,6 +123,7 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
 // A node's own record that comes back to it through gossip (peers rebroadcast
 // what is news to them) must not count as news: if it bumped Seq, the bumped
 // record would be news to every peer again, and every record would circle
