@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/fleetmesh/fleetmesh/apps"
@@ -93,13 +94,22 @@ func (n *Node) appsLoop() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var last uint64
+	lastApps := "-"
 	for {
 		if v := n.specVersion(); v != last && v > 0 {
-			d, err := n.desiredApps()
-			if err != nil {
-				n.log.Error("spec holds an unreadable application; keeping the previous set", "err", err)
-			} else if err := n.reconciler.SetDesired(d); err != nil {
-				n.log.Warn("applications", "err", err)
+			// Most spec changes (tokens, devices, keys) leave the apps as
+			// they are: hand the set over (which the reconciler persists
+			// with an fsync) only when it changed. A deployed version's
+			// manifest never changes, so name@version identifies the set.
+			if key := n.appsKey(); key != lastApps {
+				d, err := n.desiredApps()
+				if err != nil {
+					n.log.Error("spec holds an unreadable application; keeping the previous set", "err", err)
+				} else if err := n.reconciler.SetDesired(d); err != nil {
+					n.log.Warn("applications", "err", err)
+				} else {
+					lastApps = key
+				}
 			}
 			last = v
 		}
@@ -111,6 +121,20 @@ func (n *Node) appsLoop() {
 		case <-t.C:
 		}
 	}
+}
+
+// appsKey names the spec's current application set: name@version of each.
+func (n *Node) appsKey() string {
+	var parts []string
+	n.withSpec(func(s *consensus.Spec) {
+		for name, rec := range s.Apps {
+			if !rec.Removed {
+				parts = append(parts, name+"@"+rec.Current)
+			}
+		}
+	})
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
 }
 
 // desiredApps is the spec's current applications.
