@@ -327,7 +327,7 @@ type snapshotData struct {
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	b, err := json.Marshal(snapshotData{Spec: f.spec, Secrets: f.secrets, Audit: f.audit})
+	b, err := json.Marshal(snapshotData{Spec: f.spec, Secrets: f.secrets, Audit: f.auditTail()})
 	if err != nil {
 		return nil, err
 	}

@@ -218,16 +218,26 @@ func activeAdmins(s *Spec) int {
 }
 
 // appendAudit records e, keeping the last MaxAudit entries.
+// The slice may hold up to twice MaxAudit, so that trimming (a copy) happens
+// once every MaxAudit writes rather than on each; readers see the tail.
 func (f *fsm) appendAudit(e AuditEntry) {
 	f.audit = append(f.audit, e)
-	if over := len(f.audit) - MaxAudit; over > 0 {
-		f.audit = append([]AuditEntry(nil), f.audit[over:]...)
+	if len(f.audit) > 2*MaxAudit {
+		f.audit = append([]AuditEntry(nil), f.audit[len(f.audit)-MaxAudit:]...)
 	}
+}
+
+// auditTail is the last MaxAudit entries.
+func (f *fsm) auditTail() []AuditEntry {
+	if over := len(f.audit) - MaxAudit; over > 0 {
+		return f.audit[over:]
+	}
+	return f.audit
 }
 
 // Audit returns the audit log, oldest first.
 func (s *Store) Audit() []AuditEntry {
 	s.fsm.mu.RLock()
 	defer s.fsm.mu.RUnlock()
-	return append([]AuditEntry(nil), s.fsm.audit...)
+	return append([]AuditEntry(nil), s.fsm.auditTail()...)
 }

@@ -175,6 +175,13 @@ func (n *Node) specSyncLoop() {
 		case <-t.C:
 		}
 		n.syncSpec(0)
+		// A fetch is the whole spec: during a burst of writes, take one
+		// every 200 ms at most rather than one per version.
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }
 
@@ -299,7 +306,13 @@ func (n *Node) catchUp(ctx context.Context, idx uint64) {
 	deadline := time.Now().Add(time.Second)
 	for n.specVersion() < idx && time.Now().Before(deadline) && ctx.Err() == nil {
 		if n.store == nil {
-			n.syncSpec(idx)
+			// One fetch at a time: writers that wait together share it
+			// (the spec fetched covers all their indexes).
+			n.catchUpMu.Lock()
+			if n.specVersion() < idx {
+				n.syncSpec(idx)
+			}
+			n.catchUpMu.Unlock()
 			if n.specVersion() >= idx {
 				return
 			}

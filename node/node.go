@@ -56,6 +56,8 @@ type Node struct {
 	complianceMu sync.Mutex
 	compliance   *mesh.Compliance
 
+	catchUpMu sync.Mutex // one read-your-write spec fetch at a time
+
 	specMu sync.RWMutex
 	spec   *consensus.Spec // edges: the local copy; gateways read the store
 
