@@ -51,12 +51,12 @@ type Config struct {
 
 // Defaults tuned for the detection goal (a hard-killed node is offline on
 // every peer within about a second on a LAN): memberlist's LAN profile probes
-// each second and waits several seconds of suspicion; we probe five times as
-// often, with a shorter suspicion, and lean on Lifeguard's local-health
+// each second and waits several seconds of suspicion; we probe every 150 ms,
+// with a shorter suspicion, and lean on Lifeguard's local-health
 // awareness to stretch timeouts when this node itself is slow.
 const (
-	DefaultProbeInterval           = 200 * time.Millisecond
-	DefaultProbeTimeout            = 100 * time.Millisecond
+	DefaultProbeInterval           = 150 * time.Millisecond
+	DefaultProbeTimeout            = 75 * time.Millisecond
 	DefaultSuspicionMult           = 3
 	DefaultSuspicionMaxTimeoutMult = 3
 	DefaultGossipInterval          = 50 * time.Millisecond
