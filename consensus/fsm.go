@@ -197,13 +197,8 @@ func (f *fsm) apply(c *Command, idx uint64) error {
 		case t.Role != "" && t.Role != j.Device.Role:
 			return fmt.Errorf("%w: token is for %q, device asked for %q", ErrTokenRole, t.Role, j.Device.Role)
 		}
-		if old, ok := s.Devices[j.Device.Name]; ok {
-			switch old.State {
-			case DeviceEvicted:
-				return ErrEvicted
-			case DeviceJoined:
-				return ErrNameTaken
-			}
+		if err := nameFree(s, j.Device.Name); err != nil {
+			return err
 		}
 		t.Uses++
 		d := *j.Device
@@ -216,13 +211,8 @@ func (f *fsm) apply(c *Command, idx uint64) error {
 		if d == nil || d.Name == "" || !ValidRole(d.Role) {
 			return fmt.Errorf("%w: device without name or with a bad role", ErrBadCommand)
 		}
-		if old, ok := s.Devices[d.Name]; ok {
-			switch old.State {
-			case DeviceEvicted:
-				return ErrEvicted
-			case DeviceJoined:
-				return ErrNameTaken
-			}
+		if err := nameFree(s, d.Name); err != nil {
+			return err
 		}
 		nd := *d
 		nd.State = DeviceProvisioning
@@ -314,6 +304,21 @@ func (f *fsm) apply(c *Command, idx uint64) error {
 			return err
 		}
 		return fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
+	}
+	return nil
+}
+
+// nameFree says whether a device may take name: not while a joined device
+// holds it, and never after an eviction (a pre-registered name is free for
+// its device to join under).
+func nameFree(s *Spec, name string) error {
+	if old, ok := s.Devices[name]; ok {
+		switch old.State {
+		case DeviceEvicted:
+			return ErrEvicted
+		case DeviceJoined:
+			return ErrNameTaken
+		}
 	}
 	return nil
 }
