@@ -104,6 +104,10 @@ type fsm struct {
 	secrets Secrets
 	audit   []AuditEntry
 	onApply func(version uint64)
+	// changes records what each applied command touched, for deltas
+	// (delta.go); it covers every command after changesFloor.
+	changes      []change
+	changesFloor uint64
 }
 
 func newFSM() *fsm { return &fsm{spec: newSpec()} }
@@ -120,6 +124,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 	err := f.apply(&c, l.Index)
 	if err == nil {
 		f.spec.Version = l.Index
+	}
+	if refs := touched(&c, f.spec); len(refs) > 0 {
+		f.record(l.Index, refs)
 	}
 	if c.Audit != nil {
 		e := *c.Audit
@@ -353,6 +360,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.spec = d.Spec
 	f.secrets = d.Secrets
 	f.audit = d.Audit
+	f.changes, f.changesFloor = nil, d.Spec.Version
 	cb := f.onApply
 	v := d.Spec.Version
 	f.mu.Unlock()

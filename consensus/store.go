@@ -292,6 +292,14 @@ func (s *Store) SpecJSON() ([]byte, uint64, error) {
 	return b, s.fsm.spec.Version, err
 }
 
+// DeltaJSON returns, as JSON, the SpecDelta from version since to the
+// current spec and the version it reaches; ok is false when this gateway
+// cannot tell (since is older than its record of changes, or newer than its
+// spec): the caller then needs the whole spec.
+func (s *Store) DeltaJSON(since uint64) (b []byte, to uint64, ok bool, err error) {
+	return s.fsm.deltaJSON(since)
+}
+
 // Secrets returns the gateway secrets (CA key, gossip key).
 func (s *Store) Secrets() Secrets {
 	s.fsm.mu.RLock()

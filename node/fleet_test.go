@@ -3,11 +3,13 @@ package node_test
 import (
 	"context"
 	"errors"
-	"github.com/fleetmesh/fleetmesh/node/api"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/fleetmesh/fleetmesh/node/api"
 	"github.com/fleetmesh/fleetmesh/testenv"
 )
 
@@ -298,4 +300,94 @@ func TestSixthGatewayIsNonVoter(t *testing.T) {
 	if v.Voter != nil && *v.Voter {
 		t.Errorf("gw6 is reported as a voter")
 	}
+}
+
+// An edge follows the spec by deltas (the changes since its copy), not by
+// fetching the whole spec per version; it keeps its copy on disk and, when
+// restarted, catches up from it by a delta again.
+func TestEdgeFollowsSpecByDeltas(t *testing.T) {
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 1, Edges: []testenv.Spec{{Name: "s1", Role: "sensor"}}})
+	ctx := context.Background()
+	same := func(want int) error {
+		gw, err := f.Client("gw1").Tokens(ctx)
+		if err != nil {
+			return err
+		}
+		edge, err := f.Client("s1").Tokens(ctx)
+		if err != nil {
+			return err
+		}
+		if len(gw) != want || len(edge) != want {
+			return errorf("tokens: gateway lists %d, edge %d, want %d", len(gw), len(edge), want)
+		}
+		for i := range gw {
+			if gw[i].ID != edge[i].ID || gw[i].Used != edge[i].Used || gw[i].Revoked != edge[i].Revoked {
+				return errorf("token %d: gateway %+v, edge %+v", i, gw[i], edge[i])
+			}
+		}
+		return nil
+	}
+	base, err := f.Client("gw1").Tokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(n int) {
+		t.Helper()
+		for range n {
+			tok, err := f.Client("gw1").CreateToken(ctx, api.TokenCreateRequest{Role: "compute"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Client("gw1").Do(ctx, http.MethodDelete, "/v1/tokens/"+tok.ID, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fetches := func(kind string) (int, error) {
+		text, err := metricsText(f, "s1")
+		if err != nil {
+			return 0, err
+		}
+		return promValue(text, `fleetmesh_spec_fetches_total{kind="`+kind+`"}`), nil
+	}
+	write(10)
+	testenv.Eventually(t, 10*time.Second, func() error { return same(len(base) + 10) })
+	testenv.Eventually(t, 10*time.Second, func() error {
+		d, err := fetches("delta")
+		if err != nil {
+			return err
+		}
+		if d == 0 {
+			return errorf("the edge took no delta")
+		}
+		return nil
+	})
+
+	// Restarted, the edge answers from its saved copy and catches up from
+	// it by deltas: it never needs the whole spec again.
+	f.Kill("s1")
+	write(5)
+	f.Restart("s1")
+	write(5)
+	testenv.Eventually(t, 10*time.Second, func() error { return same(len(base) + 20) })
+	full, err := fetches("full")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full != 0 {
+		t.Fatalf("the restarted edge fetched the whole spec %d times; it had a copy to take deltas from", full)
+	}
+}
+
+// promValue returns the value of the sample named exactly series in a
+// Prometheus text exposition, or 0 if absent.
+func promValue(text, series string) int {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			var n float64
+			fmt.Sscan(v, &n)
+			return int(n)
+		}
+	}
+	return 0
 }

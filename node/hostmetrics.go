@@ -22,13 +22,19 @@ type hostSample struct {
 }
 
 // hostSampler reads host metrics with gopsutil. One sampler is shared by all
-// nodes in a process (test fleets run many), and readings are cached briefly:
-// the host is the same for all of them.
+// nodes in a process (test fleets run many), and readings are cached for a
+// second: the host is the same for all of them, and only the disk differs
+// by data dir.
 type hostSampler struct {
 	mu   sync.Mutex
 	at   time.Time
-	path string
 	last hostSample
+	disk map[string]diskSample
+}
+
+type diskSample struct {
+	at      time.Time
+	percent float64
 }
 
 var sharedSampler = &hostSampler{}
@@ -36,27 +42,37 @@ var sharedSampler = &hostSampler{}
 func (s *hostSampler) sample(diskPath string) hostSample {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if time.Since(s.at) < time.Second && s.path == diskPath {
-		return s.last
+	now := time.Now()
+	if now.Sub(s.at) >= time.Second {
+		var h hostSample
+		if p, err := cpu.Percent(0, false); err == nil && len(p) > 0 {
+			h.CPU = round1(p[0])
+		}
+		if v, err := mem.VirtualMemory(); err == nil {
+			h.Mem = round1(v.UsedPercent)
+		}
+		if l, err := load.Avg(); err == nil {
+			h.Load1 = l.Load1
+		}
+		if u, err := host.Uptime(); err == nil {
+			h.Uptime = u
+		}
+		h.TempC = boardTemp()
+		s.at, s.last = now, h
 	}
-	var h hostSample
-	if p, err := cpu.Percent(0, false); err == nil && len(p) > 0 {
-		h.CPU = round1(p[0])
+	h := s.last
+	d, ok := s.disk[diskPath]
+	if !ok || now.Sub(d.at) >= time.Second {
+		d = diskSample{at: now}
+		if u, err := disk.Usage(diskPath); err == nil {
+			d.percent = round1(u.UsedPercent)
+		}
+		if s.disk == nil || len(s.disk) > 4096 {
+			s.disk = map[string]diskSample{}
+		}
+		s.disk[diskPath] = d
 	}
-	if v, err := mem.VirtualMemory(); err == nil {
-		h.Mem = round1(v.UsedPercent)
-	}
-	if d, err := disk.Usage(diskPath); err == nil {
-		h.Disk = round1(d.UsedPercent)
-	}
-	if l, err := load.Avg(); err == nil {
-		h.Load1 = l.Load1
-	}
-	if u, err := host.Uptime(); err == nil {
-		h.Uptime = u
-	}
-	h.TempC = boardTemp()
-	s.at, s.path, s.last = time.Now(), diskPath, h
+	h.Disk = d.percent
 	return h
 }
 

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/fleetmesh/fleetmesh/consensus"
@@ -61,11 +62,13 @@ func (n *Node) healthLoop() {
 	defer fast.Stop()
 	lastLeader := ""
 	for {
+		coalesce := false
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-t.C:
 		case <-specCh:
+			coalesce = true
 		case <-leaderCh:
 		case <-n.healthKick:
 		case <-fast.C:
@@ -81,8 +84,22 @@ func (n *Node) healthLoop() {
 		h := n.health()
 		lastLeader = h.Leader
 		n.mesh.Update(h)
+		if coalesce {
+			// During a burst of writes, gossip the spec version every
+			// specGossipGap rather than once per write: the signals that
+			// arrive meanwhile fold into one.
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(specGossipGap):
+			}
+		}
 	}
 }
+
+// specGossipGap is the least time between two spec-version gossips of a
+// gateway.
+const specGossipGap = 20 * time.Millisecond
 
 // peersLoop remembers live peers' gossip addresses so a restart rejoins
 // without a token. It saves them as soon as they change (at most once a
@@ -164,9 +181,11 @@ func (n *Node) reconnectLoop() {
 // it (or any peer that does).
 func (n *Node) specSyncLoop() {
 	defer n.wg.Done()
+	defer n.saveSpec()
 	sub := n.mesh.Subscribe()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	saved := time.Now()
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -175,15 +194,22 @@ func (n *Node) specSyncLoop() {
 		case <-t.C:
 		}
 		n.syncSpec(0)
-		// A fetch is the whole spec: during a burst of writes, take one
-		// every 200 ms at most rather than one per version.
+		if time.Since(saved) >= specSaveInterval {
+			n.saveSpec()
+			saved = time.Now()
+		}
+		// During a burst of writes take one delta every 50 ms at most
+		// rather than one per version.
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
+
+// specSaveInterval is how often an edge writes its changed spec copy.
+const specSaveInterval = time.Second
 
 // syncSpec fetches the spec if a gateway has a newer one than ours (or at
 // least version want). Only gateways are asked, and the answer counts only
@@ -218,38 +244,97 @@ func (n *Node) syncSpec(want uint64) {
 		return int(b.version) - int(a.version)
 	})
 	for _, c := range cands {
-		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-		var raw json.RawMessage
-		err := n.gatewayCall(ctx, http.MethodGet, c.api, "/internal/v1/spec", &raw)
-		cancel()
+		sp, raw, err := n.fetchSpec(c.api)
 		if err != nil {
 			if errors.Is(err, ErrNotGateway) {
 				n.log.Warn("a peer that claims to be a gateway has no gateway certificate; its spec is ignored", "peer", c.api)
 			}
 			continue
 		}
-		sp, err := consensus.DecodeSpec(raw)
-		if err != nil || sp.Version <= have {
+		if sp.Version <= have {
 			continue
 		}
 		if sp.ClusterID != n.state.ClusterID {
 			n.log.Warn("peer served a spec of another fleet; ignored", "peer", c.api)
 			continue
 		}
-		if err := n.dir.write(fileSpec, raw, 0o600); err != nil {
-			n.log.Warn("cannot save spec copy", "err", err)
-		}
 		n.specMu.Lock()
 		if n.spec == nil || sp.Version > n.spec.Version {
 			n.spec = sp
+			n.specDirty = raw == nil
 		}
 		n.specMu.Unlock()
+		if raw != nil {
+			if err := n.dir.write(fileSpec, raw, 0o600); err != nil {
+				n.log.Warn("cannot save spec copy", "err", err)
+			}
+		}
 		select {
 		case n.specCh <- struct{}{}:
 		default:
 		}
 		n.mesh.Update(n.health())
 		return
+	}
+}
+
+// fetchSpec gets the newest spec a gateway has: as a delta from this node's
+// copy when the gateway can give one (raw is then nil: the copy on disk is
+// saved later, by saveSpec), else whole (raw is its JSON).
+func (n *Node) fetchSpec(gw string) (sp *consensus.Spec, raw []byte, err error) {
+	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+	defer cancel()
+	n.specMu.RLock()
+	base := n.spec
+	n.specMu.RUnlock()
+	if base != nil && base.ClusterID == n.state.ClusterID {
+		var d json.RawMessage
+		err := n.gatewayCall(ctx, http.MethodGet, gw, "/internal/v1/spec/delta?since="+strconv.FormatUint(base.Version, 10), &d)
+		if err == nil {
+			var delta *consensus.SpecDelta
+			if delta, err = consensus.DecodeDelta(d); err == nil {
+				if sp, err = base.ApplyDelta(delta); err == nil {
+					n.specFetched("delta")
+					return sp, nil, nil
+				}
+			}
+			n.log.Warn("gateway served a spec delta that does not apply; fetching the whole spec", "peer", gw, "err", err)
+		} else if he := (*httpError)(nil); !errors.As(err, &he) || (he.code != http.StatusGone && he.code != http.StatusNotFound) {
+			return nil, nil, err
+		}
+	}
+	var full json.RawMessage
+	if err := n.gatewayCall(ctx, http.MethodGet, gw, "/internal/v1/spec", &full); err != nil {
+		return nil, nil, err
+	}
+	if sp, err = consensus.DecodeSpec(full); err != nil {
+		return nil, nil, err
+	}
+	n.specFetched("full")
+	return sp, full, nil
+}
+
+// saveSpec writes this edge's spec copy to the data dir if it changed since
+// the last save. Deltas arrive many a second during a burst of writes; the
+// copy on disk lags by at most specSaveInterval (a node restarted from it
+// catches up by a delta).
+func (n *Node) saveSpec() {
+	n.specMu.Lock()
+	sp, dirty := n.spec, n.specDirty
+	n.specDirty = false
+	n.specMu.Unlock()
+	if !dirty || sp == nil {
+		return
+	}
+	b, err := json.Marshal(sp)
+	if err == nil {
+		err = n.dir.write(fileSpec, b, 0o600)
+	}
+	if err != nil {
+		n.log.Warn("cannot save spec copy", "err", err)
+		n.specMu.Lock()
+		n.specDirty = true
+		n.specMu.Unlock()
 	}
 }
 

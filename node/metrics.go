@@ -18,7 +18,10 @@ type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
-	handler  http.Handler
+	// specFetches counts an edge's spec updates from gateways, by kind
+	// (delta or full).
+	specFetches *prometheus.CounterVec
+	handler     http.Handler
 }
 
 func newMetrics(n *Node) *metrics {
@@ -31,7 +34,10 @@ func newMetrics(n *Node) *metrics {
 		Name: "fleetmesh_api_request_duration_seconds", Help: "API request latency.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 	}, []string{"method"})
-	reg.MustRegister(m.requests, m.latency, collectors.NewGoCollector(), &nodeCollector{n: n})
+	m.specFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fleetmesh_spec_fetches_total", Help: "Spec updates this node fetched from gateways, by kind: delta (the changes since its copy) or full (the whole spec).",
+	}, []string{"kind"})
+	reg.MustRegister(m.requests, m.latency, m.specFetches, collectors.NewGoCollector(), &nodeCollector{n: n})
 	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 	return m
 }
@@ -54,6 +60,13 @@ func (m *metrics) instrument(h http.Handler) http.Handler {
 		m.requests.WithLabelValues(r.Method, strconv.Itoa(rec.code)).Inc()
 		m.latency.WithLabelValues(r.Method).Observe(time.Since(start).Seconds())
 	})
+}
+
+// specFetched counts one spec update of kind "delta" or "full".
+func (n *Node) specFetched(kind string) {
+	if n.metrics != nil {
+		n.metrics.specFetches.WithLabelValues(kind).Inc()
+	}
 }
 
 func (n *Node) handleMetrics(w http.ResponseWriter, r *http.Request) {

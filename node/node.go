@@ -59,7 +59,9 @@ type Node struct {
 	catchUpMu sync.Mutex // one read-your-write spec fetch at a time
 
 	specMu sync.RWMutex
-	spec   *consensus.Spec // edges: the local copy; gateways read the store
+	spec   *consensus.Spec // edges: the local copy, read-only; gateways read the store
+	// specDirty: spec changed (by a delta) since it was last saved.
+	specDirty bool
 
 	// OperatorToken is the admin credential created at bootstrap (empty
 	// otherwise). It is also in <data-dir>/operator.token.

@@ -46,6 +46,7 @@ func (n *Node) serve() {
 	mux.HandleFunc("POST /internal/v1/join", n.member(n.handleJoin))
 	mux.HandleFunc("POST /internal/v1/raft/add", n.member(n.handleRaftAdd))
 	mux.HandleFunc("GET /internal/v1/spec", n.member(n.handleSpec))
+	mux.HandleFunc("GET /internal/v1/spec/delta", n.member(n.handleSpecDelta))
 	n.trustRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
@@ -547,6 +548,34 @@ func (n *Node) handleSpec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, sp)
+}
+
+// handleSpecDelta answers GET /internal/v1/spec/delta?since=V on gateways:
+// the consensus.SpecDelta from version V to this gateway's spec, or 410 when
+// it has no record reaching back to V (the caller then fetches the whole
+// spec).
+func (n *Node) handleSpecDelta(w http.ResponseWriter, r *http.Request) {
+	if n.store == nil {
+		writeError(w, http.StatusNotFound, errors.New("only gateways serve spec deltas"))
+		return
+	}
+	since, err := strconv.ParseUint(r.URL.Query().Get("since"), 10, 64)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, errors.New("since: must be a spec version (a non-negative integer)"))
+		return
+	}
+	b, to, ok, err := n.store.DeltaJSON(since)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if !ok {
+		writeError(w, http.StatusGone, fmt.Errorf("no delta from spec version %d here; fetch the whole spec", since))
+		return
+	}
+	w.Header().Set(api.HeaderIndex, strconv.FormatUint(to, 10))
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
 }
 
 // handleApply commits a command forwarded by another node.
