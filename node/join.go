@@ -459,7 +459,7 @@ func (n *Node) peerClient() *http.Client {
 		n.peer = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 			TLSClientConfig:     n.id.ClientTLS(),
 			DialContext:         n.dialContext,
-			MaxIdleConnsPerHost: 16,
+			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     60 * time.Second,
 		}}
 	})
