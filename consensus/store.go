@@ -61,11 +61,19 @@ type Config struct {
 
 // Defaults for the Raft timings. They are far tighter than raft's WAN-safe
 // defaults (1 s): gateways of one fleet share a LAN or a WireGuard tunnel, and
-// the failover goal is 400 ms. Sites linked by slow links should raise them.
+// the failover goal is 400 ms. A follower notices a dead leader after one to
+// two heartbeat timeouts, and the election needs the other survivor to have
+// noticed too (raft's pre-vote: a node that still hears a leader votes for
+// no one), so failover takes about two heartbeat timeouts: 150 ms gives
+// p50 ~ 0.35 s (BENCHMARKS.md), 250 ms gave 0.55 s. Pre-vote is also what
+// makes tight timings safe: a starved follower that times out cannot unseat
+// a healthy leader. The lease equals the heartbeat timeout, so a leader
+// steps down only after missing its followers that long. Sites linked by
+// slow links should raise them (agent config).
 const (
-	DefaultHeartbeatTimeout   = 250 * time.Millisecond
-	DefaultElectionTimeout    = 250 * time.Millisecond
-	DefaultLeaderLeaseTimeout = 125 * time.Millisecond
+	DefaultHeartbeatTimeout   = 150 * time.Millisecond
+	DefaultElectionTimeout    = 150 * time.Millisecond
+	DefaultLeaderLeaseTimeout = 150 * time.Millisecond
 	DefaultCommitTimeout      = 20 * time.Millisecond
 )
 
@@ -120,10 +128,17 @@ type Store struct {
 	bolt  *raftboltdb.BoltStore
 	addr  string
 
-	mu        sync.Mutex
-	watchers  []chan struct{}
+	mu       sync.Mutex
+	watchers []chan struct{}
+	// applied is closed (and replaced) on every change of the spec:
+	// WaitVersion waits on it.
+	applied   chan struct{}
 	closed    bool
 	closeOnce sync.Once
+	// push asks pushLoop for a barrier (PushCommit); done ends it.
+	push     chan struct{}
+	pushOnce sync.Once
+	done     chan struct{}
 }
 
 // Open starts the Raft member. With Bootstrap and no existing state it
@@ -137,7 +152,7 @@ func Open(cfg Config) (*Store, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("consensus: data dir: %w", err)
 	}
-	s := &Store{cfg: cfg, fsm: newFSM()}
+	s := &Store{cfg: cfg, fsm: newFSM(), push: make(chan struct{}, 1), done: make(chan struct{})}
 	s.fsm.onApply = func(uint64) { s.notify() }
 
 	ln, err := net.Listen("tcp", cfg.Bind)
@@ -324,9 +339,61 @@ func (s *Store) Watch() <-chan struct{} {
 	return ch
 }
 
+// PushCommit makes the leader tell its followers the commit index now. Raft
+// carries it on the next AppendEntries, which, when no other write follows,
+// waits for the CommitTimeout tick (20-40 ms): a write forwarded by a
+// follower gateway, which then waits to see it applied locally, would wait
+// that long. A barrier is such an AppendEntries. Calls made while one is
+// in flight fold into the next, so a burst of writes adds few entries.
+func (s *Store) PushCommit() {
+	s.pushOnce.Do(func() { go s.pushLoop() })
+	select {
+	case s.push <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Store) pushLoop() {
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-s.push:
+		}
+		if s.raft.State() == raft.Leader {
+			s.raft.Barrier(time.Second).Error()
+		}
+	}
+}
+
+// WaitVersion waits until the spec here includes index idx (a write
+// committed through the leader), or ctx ends.
+func (s *Store) WaitVersion(ctx context.Context, idx uint64) error {
+	for {
+		s.mu.Lock()
+		if s.applied == nil {
+			s.applied = make(chan struct{})
+		}
+		ch := s.applied
+		s.mu.Unlock()
+		if s.Version() >= idx {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 func (s *Store) notify() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.applied != nil {
+		close(s.applied)
+		s.applied = nil
+	}
 	for _, ch := range s.watchers {
 		select {
 		case ch <- struct{}{}:
@@ -416,6 +483,7 @@ func (s *Store) Snapshot() error { return s.raft.Snapshot().Error() }
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		close(s.done)
 		err = s.raft.Shutdown().Error()
 		s.trans.Close()
 		s.bolt.Close()

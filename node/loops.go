@@ -380,29 +380,42 @@ func (n *Node) apply(ctx context.Context, c *consensus.Command) (uint64, error) 
 		select {
 		case <-ctx.Done():
 			return 0, n.noQuorum(ctx.Err())
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(writeRetry):
 		}
 	}
 }
 
+// writeRetry is the pause between tries of a write while there is no
+// leader: short, so that a write lands soon after an election (each try is
+// a local check or one request to the new leader).
+const writeRetry = 10 * time.Millisecond
+
 // catchUp waits briefly until this node's spec includes index idx, so a
-// client that writes through a node and then reads from it sees its write.
+// client that writes through a node and then reads from it sees its write:
+// a gateway until its FSM applied idx, an edge until it fetched it.
 func (n *Node) catchUp(ctx context.Context, idx uint64) {
+	if n.store != nil {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		n.store.WaitVersion(wctx, idx)
+		return
+	}
 	deadline := time.Now().Add(time.Second)
 	for n.specVersion() < idx && time.Now().Before(deadline) && ctx.Err() == nil {
-		if n.store == nil {
-			// One fetch at a time: writers that wait together share it
-			// (the spec fetched covers all their indexes).
-			n.catchUpMu.Lock()
-			if n.specVersion() < idx {
-				n.syncSpec(idx)
-			}
-			n.catchUpMu.Unlock()
-			if n.specVersion() >= idx {
-				return
-			}
+		// One fetch at a time: writers that wait together share it (the
+		// delta fetched covers all their indexes).
+		n.catchUpMu.Lock()
+		if n.specVersion() < idx {
+			n.syncSpec(idx)
 		}
-		time.Sleep(50 * time.Millisecond) // a fetch per try: don't hammer the gateway
+		n.catchUpMu.Unlock()
+		if n.specVersion() >= idx {
+			return
+		}
+		select { // a fetch per try: don't hammer the gateway
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/fleetmesh/fleetmesh/mesh"
 	"github.com/fleetmesh/fleetmesh/node/api"
 	"github.com/fleetmesh/fleetmesh/node/jointoken"
+	"github.com/fleetmesh/fleetmesh/node/pki"
 )
 
 // maxBody bounds request bodies.
@@ -599,6 +600,10 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeErr(w, err)
 		return
+	}
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && pki.RoleOf(r.TLS.PeerCertificates[0]) == "gateway" {
+		// The forwarding gateway waits to apply idx itself.
+		n.store.PushCommit()
 	}
 	writeJSON(w, http.StatusOK, api.WriteResult{Index: idx})
 }
