@@ -132,8 +132,7 @@ func New(cfg Config, id Identity, h Health) (*Mesh, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m := &Mesh{cfg: cfg, log: cfg.Logger, members: map[string]*Member{}}
-	m.local = Record{Identity: id, Health: h, Seq: uint64(time.Now().UnixNano()), Sent: time.Now().UTC()}
+	m := newMesh(cfg, id, h)
 
 	host, portS, _ := net.SplitHostPort(cfg.Bind)
 	port, _ := strconv.Atoi(portS)
@@ -186,7 +185,6 @@ func New(cfg Config, id Identity, h Health) (*Mesh, error) {
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}
-	m.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return max(1, int(m.numNodes.Load())) }, RetransmitMult: cfg.RetransmitMult}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		nt.Shutdown()
@@ -202,6 +200,19 @@ func New(cfg Config, id Identity, h Health) (*Mesh, error) {
 	m.members[id.Name] = &Member{Record: m.local, Alive: true, LastSeen: time.Now(), Gossip: addr}
 	m.mu.Unlock()
 	return m, nil
+}
+
+// newMesh is the Mesh as memberlist's delegate and event hooks first see
+// it. memberlist calls them as soon as Create starts handling packets (the
+// transport listens already), before New has the *Memberlist: a node
+// restarted at its old address hears its peers' gossip and push/pulls at
+// once. So everything the hooks use is set here, and the hooks never use
+// m.ml (see DESIGN.md).
+func newMesh(cfg Config, id Identity, h Health) *Mesh {
+	m := &Mesh{cfg: cfg, log: cfg.Logger, members: map[string]*Member{}}
+	m.local = Record{Identity: id, Health: h, Seq: uint64(time.Now().UnixNano()), Sent: time.Now().UTC()}
+	m.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return max(1, int(m.numNodes.Load())) }, RetransmitMult: cfg.RetransmitMult}
+	return m
 }
 
 // Addr is the advertised gossip address.

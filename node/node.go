@@ -24,9 +24,11 @@ import (
 	"github.com/fleetmesh/fleetmesh/node/pki"
 )
 
-// Errors of starting a node.
+// Errors of starting and stopping a node.
 var (
 	ErrNoFleet = errors.New("this data dir holds no fleet membership: pass --bootstrap to create a fleet or --join TOKEN to join one")
+	// ErrStopping answers a request that arrives while the node stops.
+	ErrStopping = errors.New("this node is stopping; ask another node")
 )
 
 // Node is one running fleetmesh agent.
@@ -52,6 +54,15 @@ type Node struct {
 	docker     *apps.DockerDriver
 	healthKick chan struct{}
 	specCh     chan struct{}
+
+	// reqs counts the API requests being served: stop waits for them, as
+	// http.Server.Close does not, so that no request of a stopped node goes
+	// on using its peer client, store, mesh or data dir (which the node
+	// restarted from it may own by then). Once stopping is set, no request
+	// starts.
+	reqMu    sync.RWMutex
+	stopping bool
+	reqs     sync.WaitGroup
 
 	complianceMu sync.Mutex
 	compliance   *mesh.Compliance
@@ -483,18 +494,26 @@ func (n *Node) stop(graceful bool, reason string) error {
 		if n.srv != nil {
 			if graceful {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				n.srv.Shutdown(ctx)
+				if n.srv.Shutdown(ctx) != nil {
+					n.srv.Close() // the requests still running see their contexts end
+				}
 				cancel()
 			} else {
 				n.srv.Close()
 			}
 		}
+		n.reqMu.Lock()
+		n.stopping = true
+		n.reqMu.Unlock()
 		if n.mesh != nil {
 			n.mesh.Shutdown()
 		}
 		if n.store != nil {
 			err = n.store.Close()
 		}
+		// Requests waiting on Raft end with the store; those calling peers
+		// end with their connection's context.
+		n.reqs.Wait()
 		n.wg.Wait()
 		if n.docker != nil {
 			n.docker.Close()

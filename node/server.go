@@ -53,7 +53,7 @@ func (n *Node) serve() {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	n.srv = &http.Server{
-		Handler:           n.metrics.instrument(mux),
+		Handler:           n.counted(n.metrics.instrument(mux)),
 		TLSConfig:         n.id.ServerTLS(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -66,6 +66,23 @@ func (n *Node) serve() {
 			n.log.Error("api server stopped", "err", err)
 		}
 	}()
+}
+
+// counted serves a request unless the node is stopping, and lets stop wait
+// for it (see Node.reqs).
+func (n *Node) counted(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.reqMu.RLock()
+		if n.stopping {
+			n.reqMu.RUnlock()
+			writeError(w, http.StatusServiceUnavailable, ErrStopping)
+			return
+		}
+		n.reqs.Add(1)
+		n.reqMu.RUnlock()
+		defer n.reqs.Done()
+		h.ServeHTTP(w, r)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

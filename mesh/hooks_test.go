@@ -1,0 +1,62 @@
+package mesh
+
+import (
+	"encoding/json"
+	"net"
+	"testing"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// memberlist calls the delegate and event hooks as soon as Create starts
+// handling packets, before New has the *Memberlist: a node restarted at its
+// old address hears its peers at once (their gossip, push/pulls, and the
+// old incarnation's record of itself). Every hook must work on the Mesh as
+// it is then. A hook that read m.ml crashed the agent with a nil pointer
+// dereference on such a restart; here it would panic at once rather than
+// only when a packet happens to land in that window.
+func TestHooksWorkBeforeMemberlistIsUp(t *testing.T) {
+	m := newMesh(Config{RetransmitMult: DefaultRetransmitMult}, Identity{Name: "a", Role: "gateway", API: "127.0.0.1:7400"}, Health{State: StateReady})
+	if m.ml != nil {
+		t.Fatal("newMesh must not need memberlist")
+	}
+	d, e := &delegate{m}, &events{m}
+	msg := func(r Record) []byte { return append([]byte{msgRecord}, r.encode()...) }
+	node := func(name string, state memberlist.NodeStateType) *memberlist.Node {
+		return &memberlist.Node{Name: name, Addr: net.ParseIP("127.0.0.1"), Port: 7946, State: state}
+	}
+
+	// memberlist announces this node to itself during Create.
+	e.NotifyJoin(node("a", memberlist.StateAlive))
+	// A peer's record, gossiped and pushed.
+	peer := Record{Identity: Identity{Name: "b", Role: "sensor", API: "127.0.0.2:7400"}, Health: Health{State: StateReady, SpecVersion: 3}, Seq: 1}
+	d.NotifyMsg(msg(peer))
+	e.NotifyJoin(node("b", memberlist.StateAlive))
+	// The previous incarnation's record of this node, with a higher Seq
+	// (clock stepped back across the restart).
+	old := m.local
+	old.Seq += 1000
+	d.NotifyMsg(msg(old))
+	d.NotifyMsg([]byte{msgRecord, '{'}) // torn
+	d.NotifyMsg(nil)
+	peer.Seq, peer.Health.SpecVersion = 2, 4
+	state, _ := json.Marshal([]Record{peer, {Identity: Identity{Name: "c"}, Seq: 1}})
+	d.MergeRemoteState(state, true)
+	d.MergeRemoteState([]byte("not json"), false)
+	_ = d.LocalState(true)
+	_ = d.GetBroadcasts(2, 1400)
+	_ = d.NodeMeta(512)
+	e.NotifyUpdate(node("b", memberlist.StateAlive))
+	e.NotifyLeave(node("c", memberlist.StateDead))
+
+	if m.local.Seq <= old.Seq {
+		t.Errorf("this node's Seq %d does not pass its old incarnation's %d", m.local.Seq, old.Seq)
+	}
+	b, ok := m.Member("b")
+	if !ok || !b.Alive || b.Health.SpecVersion != 4 || b.API != peer.API {
+		t.Errorf("peer b: %+v, %v; want alive with spec 4 and its API", b, ok)
+	}
+	if c, ok := m.Member("c"); !ok || c.Alive || c.OfflineReason == "" {
+		t.Errorf("peer c: %+v, %v; want known, offline with a reason", c, ok)
+	}
+}
