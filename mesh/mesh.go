@@ -167,10 +167,6 @@ func New(cfg Config, id Identity, h Health) (*Mesh, error) {
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.GossipToTheDeadTime = cfg.GossipToTheDeadTime
 	mc.DeadNodeReclaimTime = 2 * time.Second
-	// No LZW: on a LAN the bytes are cheap and the CPU is not (compressing
-	// every gossip packet was half of the mesh's CPU time on a Pi-sized
-	// budget). Records are small JSON and fit a packet either way.
-	mc.EnableCompression = false
 	mc.Logger = stdlog
 	mc.Delegate = &delegate{m}
 	mc.Events = &events{m}
