@@ -112,36 +112,65 @@ type fsm struct {
 
 func newFSM() *fsm { return &fsm{spec: newSpec()} }
 
+// Apply applies one log entry: a command, or a batch of them (a JSON array;
+// see Store.Apply), all at the entry's index. A batch returns []Result, one
+// per command, in order.
 func (f *fsm) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
+	}
+	if len(l.Data) > 0 && l.Data[0] == '[' {
+		var cs []Command
+		if err := json.Unmarshal(l.Data, &cs); err != nil {
+			return Result{Index: l.Index, Err: fmt.Errorf("%w: %v", ErrBadCommand, err)}
+		}
+		out := make([]Result, len(cs))
+		changed := false
+		f.mu.Lock()
+		for i := range cs {
+			out[i] = Result{Index: l.Index, Err: f.applyLocked(&cs[i], l.Index)}
+			changed = changed || out[i].Err == nil
+		}
+		cb := f.onApply
+		f.mu.Unlock()
+		if changed && cb != nil {
+			cb(l.Index)
+		}
+		return out
 	}
 	var c Command
 	if err := json.Unmarshal(l.Data, &c); err != nil {
 		return Result{Index: l.Index, Err: fmt.Errorf("%w: %v", ErrBadCommand, err)}
 	}
 	f.mu.Lock()
-	err := f.apply(&c, l.Index)
-	if err == nil {
-		f.spec.Version = l.Index
-	}
-	if refs := touched(&c, f.spec); len(refs) > 0 {
-		f.record(l.Index, refs)
-	}
-	if c.Audit != nil {
-		e := *c.Audit
-		e.Index, e.Time, e.Result = l.Index, c.Time, "ok"
-		if err != nil {
-			e.Result, e.Error = "error", err.Error()
-		}
-		f.appendAudit(e)
-	}
+	err := f.applyLocked(&c, l.Index)
 	cb := f.onApply
 	f.mu.Unlock()
 	if err == nil && cb != nil {
 		cb(l.Index)
 	}
 	return Result{Index: l.Index, Err: err}
+}
+
+// applyLocked applies c at index idx with f.mu held: the spec change, its
+// record for deltas and its audit entry.
+func (f *fsm) applyLocked(c *Command, idx uint64) error {
+	err := f.apply(c, idx)
+	if err == nil {
+		f.spec.Version = idx
+	}
+	if refs := touched(c, f.spec); len(refs) > 0 {
+		f.record(idx, refs)
+	}
+	if c.Audit != nil {
+		e := *c.Audit
+		e.Index, e.Time, e.Result = idx, c.Time, "ok"
+		if err != nil {
+			e.Result, e.Error = "error", err.Error()
+		}
+		f.appendAudit(e)
+	}
+	return err
 }
 
 // apply changes the spec for c, or changes nothing and returns why not.

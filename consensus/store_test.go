@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -210,3 +211,55 @@ func (r *readCloser) Read(p []byte) (int, error) {
 	return n, nil
 }
 func (r *readCloser) Close() error { return nil }
+
+// Concurrent writes are batched into shared Raft entries, and each still
+// gets its own outcome: the refused ones their reason, the others their
+// index, and every accepted one is in the spec.
+func TestApplyBatchesConcurrentWrites(t *testing.T) {
+	s := openTest(t, t.TempDir(), true)
+	if _, err := s.Apply(context.Background(), initCmd()); err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	type out struct {
+		idx uint64
+		err error
+	}
+	res := make([]out, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &Command{Op: OpCreateToken, Token: &JoinToken{ID: fmt.Sprintf("t%d", i), Hash: "h", Role: "sensor"}}
+			if i%10 == 0 {
+				c = &Command{Op: OpRevokeToken, ID: fmt.Sprintf("nope%d", i)}
+			}
+			idx, err := s.Apply(context.Background(), c)
+			res[i] = out{idx, err}
+		}()
+	}
+	wg.Wait()
+	indexes := map[uint64]bool{}
+	for i, r := range res {
+		if i%10 == 0 {
+			if !errors.Is(r.err, ErrTokenUnknown) {
+				t.Fatalf("write %d: want ErrTokenUnknown, got %v", i, r.err)
+			}
+			continue
+		}
+		if r.err != nil || r.idx == 0 {
+			t.Fatalf("write %d: index %d, err %v", i, r.idx, r.err)
+		}
+		indexes[r.idx] = true
+		found := false
+		s.View(func(sp *Spec) { _, found = sp.Tokens[fmt.Sprintf("t%d", i)] })
+		if !found {
+			t.Fatalf("token t%d acknowledged at index %d but not in the spec", i, r.idx)
+		}
+	}
+	if len(indexes) >= n-n/10 {
+		t.Fatalf("%d accepted writes took %d Raft entries: none were batched", n-n/10, len(indexes))
+	}
+	t.Logf("%d writes in %d Raft entries", n, len(indexes))
+}
