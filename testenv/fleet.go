@@ -74,7 +74,7 @@ var ipCounter atomic.Uint32
 // processes cannot collide.
 func nextIP() string {
 	n := ipCounter.Add(1)
-	return fmt.Sprintf("127.10.%d.%d", (n>>8)&0xff, n&0xff+1)
+	return fmt.Sprintf("127.10.%d.%d", (n/254)%256, n%254+1)
 }
 
 // TestTimings tighten the node for tests on a shared 2-core machine: fast

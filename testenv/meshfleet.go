@@ -25,6 +25,9 @@ type MeshFleet struct {
 	cfg    mesh.Config
 	health time.Duration
 	key    []byte
+	// seeds are gossip addresses the first member joins through (a fleet
+	// of agents, for JoinMeshFleet).
+	seeds []string
 
 	mu      sync.Mutex
 	members map[string]*meshMember
@@ -43,12 +46,20 @@ type meshMember struct {
 // default), and waits until every member sees every other alive.
 func NewMeshFleet(t testing.TB, n int, cfg mesh.Config, health time.Duration) *MeshFleet {
 	t.Helper()
+	key := make([]byte, 32)
+	crand.Read(key)
+	return JoinMeshFleet(t, n, cfg, health, key, nil)
+}
+
+// JoinMeshFleet is NewMeshFleet for members that join an existing mesh
+// (a fleet of agents) through seeds, with its gossip key: benchmarks use it
+// to give a few whole agents a view of many members.
+func JoinMeshFleet(t testing.TB, n int, cfg mesh.Config, health time.Duration, key []byte, seeds []string) *MeshFleet {
+	t.Helper()
 	if health == 0 {
 		health = node.DefaultHealthInterval
 	}
-	key := make([]byte, 32)
-	crand.Read(key)
-	f := &MeshFleet{t: t, cfg: cfg, health: health, key: key, members: map[string]*meshMember{}}
+	f := &MeshFleet{t: t, cfg: cfg, health: health, key: key, seeds: seeds, members: map[string]*meshMember{}}
 	t.Cleanup(f.Close)
 	for range n {
 		if _, err := f.Add(); err != nil {
@@ -70,6 +81,7 @@ func (f *MeshFleet) Add() (string, error) {
 	for i := len(f.order) - 1; i >= 0 && len(seeds) < 3; i-- {
 		seeds = append(seeds, f.members[f.order[i]].m.Addr())
 	}
+	seeds = append(seeds, f.seeds...)
 	f.mu.Unlock()
 
 	cfg := f.cfg
