@@ -307,7 +307,7 @@ func BenchmarkRaft(b *testing.B) {
 		b.Run("write-64/"+kind, func(b *testing.B) { benchWriteParallel(b, via(b, kind), 64, 5*time.Second) })
 	}
 	b.Run("failover", func(b *testing.B) { benchFailover(b, f, benchSamples(10)) })
-	zzDump()
+	printRaftMetrics()
 }
 
 // raftOverride applies FLEETMESH_BENCH_RAFT, such as
