@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fleetmesh/fleetmesh/consensus"
+	"github.com/fleetmesh/fleetmesh/mesh"
 	"github.com/fleetmesh/fleetmesh/node"
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
@@ -36,6 +38,73 @@ type agentFile struct {
 	HealthInterval *string           `yaml:"health_interval"`
 	MetricsOpen    *bool             `yaml:"metrics_open"`
 	LogLevel       *string           `yaml:"log_level"`
+	Timings        agentTimings      `yaml:"timings"`
+}
+
+// agentTimings loosen (or tighten) failure detection and Raft for the
+// fleet's network; unset ones keep the defaults (mesh.Default*,
+// consensus.Default*). Gateways at sites joined by slow or lossy links
+// raise the Raft ones; a quiet LAN that wants faster detection in large
+// fleets lowers probe_interval (BENCHMARKS.md has the trade-offs).
+type agentTimings struct {
+	ProbeInterval      *string `yaml:"probe_interval"`
+	ProbeTimeout       *string `yaml:"probe_timeout"`
+	SuspicionMult      *int    `yaml:"suspicion_mult"`
+	GossipInterval     *string `yaml:"gossip_interval"`
+	RaftHeartbeat      *string `yaml:"raft_heartbeat_timeout"`
+	RaftElection       *string `yaml:"raft_election_timeout"`
+	RaftLeaderLease    *string `yaml:"raft_leader_lease_timeout"`
+	RaftCommitInterval *string `yaml:"raft_commit_timeout"`
+}
+
+// apply sets the timings given in the file on cfg, with errors that name
+// the key.
+func (t agentTimings) apply(cfg *node.Config) error {
+	durs := []struct {
+		key string
+		val *string
+		dst *time.Duration
+	}{
+		{"probe_interval", t.ProbeInterval, &cfg.Mesh.ProbeInterval},
+		{"probe_timeout", t.ProbeTimeout, &cfg.Mesh.ProbeTimeout},
+		{"gossip_interval", t.GossipInterval, &cfg.Mesh.GossipInterval},
+		{"raft_heartbeat_timeout", t.RaftHeartbeat, &cfg.Raft.HeartbeatTimeout},
+		{"raft_election_timeout", t.RaftElection, &cfg.Raft.ElectionTimeout},
+		{"raft_leader_lease_timeout", t.RaftLeaderLease, &cfg.Raft.LeaderLeaseTimeout},
+		{"raft_commit_timeout", t.RaftCommitInterval, &cfg.Raft.CommitTimeout},
+	}
+	for _, d := range durs {
+		if d.val == nil {
+			continue
+		}
+		v, err := time.ParseDuration(*d.val)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("--config: timings.%s: %q is not a positive duration (like 150ms)", d.key, *d.val)
+		}
+		*d.dst = v
+	}
+	if t.SuspicionMult != nil {
+		if *t.SuspicionMult < 1 {
+			return fmt.Errorf("--config: timings.suspicion_mult: %d must be 1 or more", *t.SuspicionMult)
+		}
+		cfg.Mesh.SuspicionMult = *t.SuspicionMult
+	}
+	probe, timeout := or(cfg.Mesh.ProbeInterval, mesh.DefaultProbeInterval), or(cfg.Mesh.ProbeTimeout, mesh.DefaultProbeTimeout)
+	if timeout >= probe {
+		return fmt.Errorf("--config: timings.probe_timeout (%v) must be shorter than timings.probe_interval (%v)", timeout, probe)
+	}
+	hb, lease := or(cfg.Raft.HeartbeatTimeout, consensus.DefaultHeartbeatTimeout), or(cfg.Raft.LeaderLeaseTimeout, consensus.DefaultLeaderLeaseTimeout)
+	if lease > hb {
+		return fmt.Errorf("--config: timings.raft_leader_lease_timeout (%v) must not exceed timings.raft_heartbeat_timeout (%v)", lease, hb)
+	}
+	return nil
+}
+
+func or(v, def time.Duration) time.Duration {
+	if v == 0 {
+		return def
+	}
+	return v
 }
 
 type agentFlags struct {
@@ -67,6 +136,12 @@ FILE (YAML), then flags.`,
 			return runAgent(cmd.Context(), cmd.OutOrStdout(), cfg)
 		},
 	}
+	addAgentFlags(cmd, &fl)
+	return cmd
+}
+
+// addAgentFlags defines the agent's flags on cmd, bound to fl.
+func addAgentFlags(cmd *cobra.Command, fl *agentFlags) {
 	f := cmd.Flags()
 	f.StringVar(&fl.config, "config", "", "YAML config file")
 	f.StringVar(&fl.dataDir, "data-dir", "/var/lib/fleetmesh", "data directory (identity, keys, state)")
@@ -83,7 +158,6 @@ FILE (YAML), then flags.`,
 	f.BoolVar(&fl.metricsOpen, "metrics-open", false, "serve /metrics without a credential")
 	f.DurationVar(&fl.healthInterval, "health-interval", node.DefaultHealthInterval, "how often health is gossiped")
 	f.StringVar(&fl.logLevel, "log-level", "info", "debug, info, warn or error")
-	return cmd
 }
 
 // agentConfig layers defaults, the config file and flags.
@@ -137,6 +211,9 @@ func agentConfig(cmd *cobra.Command, fl *agentFlags) (node.Config, slog.Level, e
 		Bootstrap:    pickBool("bootstrap", fl.bootstrap, file.Bootstrap),
 		MetricsOpen:  pickBool("metrics-open", fl.metricsOpen, file.MetricsOpen),
 		Labels:       file.Labels,
+	}
+	if err := file.Timings.apply(&cfg); err != nil {
+		return cfg, 0, err
 	}
 	cfg.HealthInterval = fl.healthInterval
 	if !f.Changed("health-interval") && file.HealthInterval != nil {

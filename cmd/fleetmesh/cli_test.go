@@ -13,6 +13,7 @@ import (
 	"github.com/fleetmesh/fleetmesh/node/api"
 	"github.com/fleetmesh/fleetmesh/node/jointoken"
 	"github.com/fleetmesh/fleetmesh/testenv"
+	"github.com/spf13/cobra"
 )
 
 func cli(t *testing.T, args ...string) (string, string, int) {
@@ -342,4 +343,45 @@ func useNode(t *testing.T, f *testenv.Fleet, name string) {
 	t.Setenv("FLEETMESH_ADDR", f.Member(name).Node.APIAddr())
 	t.Setenv("FLEETMESH_TOKEN", f.Admin)
 	t.Setenv("FLEETMESH_CACERT", caPath)
+}
+
+// The config file's timings section reaches the node; a bad value is
+// refused with the key it is under, before anything starts.
+func TestConfigFileTimings(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "agent.yaml")
+	write := func(timings string) {
+		os.WriteFile(file, []byte("data_dir: "+dir+"\nrole: sensor\ntimings:\n"+timings), 0o600)
+	}
+	write("  probe_interval: 100ms\n  probe_timeout: 40ms\n  suspicion_mult: 4\n  raft_heartbeat_timeout: 1s\n  raft_leader_lease_timeout: 500ms\n")
+	var fl agentFlags
+	cmd := &cobra.Command{}
+	addAgentFlags(cmd, &fl)
+	if err := cmd.ParseFlags([]string{"--config", file}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := agentConfig(cmd, &fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Mesh.ProbeInterval != 100*time.Millisecond || cfg.Mesh.ProbeTimeout != 40*time.Millisecond || cfg.Mesh.SuspicionMult != 4 ||
+		cfg.Raft.HeartbeatTimeout != time.Second || cfg.Raft.LeaderLeaseTimeout != 500*time.Millisecond {
+		t.Fatalf("timings not applied: mesh %+v, raft %+v", cfg.Mesh, cfg.Raft)
+	}
+	for _, c := range []struct{ timings, want string }{
+		{"  probe_interval: soon\n", "timings.probe_interval"},
+		{"  probe_timeout: 200ms\n", "timings.probe_timeout"},
+		{"  raft_leader_lease_timeout: 1s\n", "timings.raft_leader_lease_timeout"},
+		{"  suspicion_mult: 0\n", "timings.suspicion_mult"},
+		{"  probe_intervall: 1s\n", "probe_intervall"},
+	} {
+		write(c.timings)
+		_, stderr, code := cli(t, "agent", "--config", file)
+		if code == 0 || !strings.Contains(stderr, c.want) {
+			t.Errorf("timings %q: exit %d, stderr %q: want an error naming %s", c.timings, code, stderr, c.want)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "node.json")); err == nil {
+			t.Fatalf("timings %q: a refused config left node.json behind", c.timings)
+		}
+	}
 }
