@@ -259,6 +259,13 @@ func (f *fsm) apply(c *Command, idx uint64) error {
 		if !ok {
 			return ErrDeviceUnknown
 		}
+		if d.Role != "gateway" && c.RotateKey {
+			// Checked before anything changes: a refused command changes
+			// nothing (DESIGN.md invariant 3).
+			if err := checkGossipKey(c.Key); err != nil {
+				return err
+			}
+		}
 		d.State = DeviceEvicted
 		revokeDevice(s, d)
 		if d.Role == "gateway" {

@@ -182,8 +182,8 @@ func (f *fsm) applyTrust(c *Command) (ok bool, err error) {
 
 // startRotation adds key k to the keyring as the rotation target.
 func (f *fsm) startRotation(k []byte) error {
-	if l := len(k); l != 16 && l != 24 && l != 32 {
-		return fmt.Errorf("%w: gossip key of %d bytes", ErrBadCommand, len(k))
+	if err := checkGossipKey(k); err != nil {
+		return err
 	}
 	fp := KeyFingerprint(k)
 	f.secrets.GossipKeys = append(f.secrets.Keyring(), k)
@@ -196,6 +196,14 @@ func (f *fsm) startRotation(k []byte) error {
 		s.Gossip.Keys = append(s.Gossip.Keys, fp)
 	}
 	s.Gossip.Target = fp
+	return nil
+}
+
+// checkGossipKey refuses a key memberlist cannot use.
+func checkGossipKey(k []byte) error {
+	if l := len(k); l != 16 && l != 24 && l != 32 {
+		return fmt.Errorf("%w: gossip key of %d bytes", ErrBadCommand, len(k))
+	}
 	return nil
 }
 

@@ -94,3 +94,24 @@ func TestFSMTrust(t *testing.T) {
 		t.Fatal("revocations or keyring lost in the snapshot")
 	}
 }
+
+// A removal refused for its rotation key changes nothing: the device is not
+// marked evicted nor its certificate revoked.
+func TestRemoveDeviceRefusedChangesNothing(t *testing.T) {
+	f := newFSM()
+	if err := applyCmd(t, f, 1, initCmd()); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyCmd(t, f, 2, &Command{Op: OpRegisterDevice, Device: &Device{Name: "s1", Role: "sensor", CertSerial: "ab"}}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := json.Marshal(f.spec)
+	b, _ := json.Marshal(&Command{Op: OpRemoveDevice, ID: "s1", RotateKey: true, Key: []byte("short"), Time: time.Unix(1000, 0).UTC()})
+	res := f.Apply(&raft.Log{Index: 3, Type: raft.LogCommand, Data: b}).(Result)
+	if !errors.Is(res.Err, ErrBadCommand) {
+		t.Fatalf("removal with a 5-byte key: %v, want ErrBadCommand", res.Err)
+	}
+	if after, _ := json.Marshal(f.spec); string(after) != string(before) {
+		t.Fatalf("a refused removal changed the spec:\nbefore %s\nafter  %s", before, after)
+	}
+}
