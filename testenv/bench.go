@@ -100,8 +100,8 @@ func (f *Fleet) JoinEdges(specs []Spec, parallel int, timeout time.Duration) err
 func (f *Fleet) Meshes(names []string) []*mesh.Mesh {
 	var out []*mesh.Mesh
 	for _, n := range names {
-		if m := f.Member(n); m.Node != nil {
-			out = append(out, m.Node.Mesh())
+		if nd := f.running(n); nd != nil {
+			out = append(out, nd.Mesh())
 		}
 	}
 	return out

@@ -231,6 +231,15 @@ func (f *Fleet) Member(name string) *Member {
 	return m
 }
 
+// running returns a member's node, read under the fleet's lock (Kill and
+// Restart change it), or nil when the node is not running.
+func (f *Fleet) running(name string) *node.Node {
+	m := f.Member(name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return m.Node
+}
+
 // Names lists the nodes in start order.
 func (f *Fleet) Names() []string {
 	f.mu.Lock()
@@ -265,7 +274,7 @@ func (f *Fleet) AnyLive(role string) string {
 // Leader returns the current Raft leader's name, or "".
 func (f *Fleet) Leader() string {
 	for _, n := range f.Live() {
-		if m := f.Member(n); m.Node != nil && m.Node.IsLeader() {
+		if nd := f.running(n); nd != nil && nd.IsLeader() {
 			return n
 		}
 	}
@@ -279,11 +288,11 @@ func (f *Fleet) Client(name string) *api.Client {
 
 // ClientWith returns an API client for a node with a credential.
 func (f *Fleet) ClientWith(name, cred string) *api.Client {
-	m := f.Member(name)
-	if m.Node == nil {
+	nd := f.running(name)
+	if nd == nil {
 		f.t.Fatalf("node %s is not running", name)
 	}
-	c, err := api.NewClient(m.Node.APIAddr(), cred, f.CA)
+	c, err := api.NewClient(nd.APIAddr(), cred, f.CA)
 	if err != nil {
 		f.t.Fatalf("client for %s: %v", name, err)
 	}
@@ -293,25 +302,25 @@ func (f *Fleet) ClientWith(name, cred string) *api.Client {
 // Kill stops a node abruptly (no leave message), as a crash would.
 func (f *Fleet) Kill(name string) {
 	m := f.Member(name)
-	if m.Node == nil {
-		return
-	}
-	m.Node.Kill()
 	f.mu.Lock()
+	nd := m.Node
 	m.Node = nil
 	f.mu.Unlock()
+	if nd != nil {
+		nd.Kill()
+	}
 }
 
 // Stop stops a node gracefully.
 func (f *Fleet) Stop(name string) {
 	m := f.Member(name)
-	if m.Node == nil {
-		return
-	}
-	m.Node.Close()
 	f.mu.Lock()
+	nd := m.Node
 	m.Node = nil
 	f.mu.Unlock()
+	if nd != nil {
+		nd.Close()
+	}
 }
 
 // Restart starts a killed or stopped node again from its data dir, with no
@@ -319,7 +328,7 @@ func (f *Fleet) Stop(name string) {
 func (f *Fleet) Restart(name string) {
 	f.t.Helper()
 	m := f.Member(name)
-	if m.Node != nil {
+	if f.running(name) != nil {
 		f.t.Fatalf("restart %s: still running", name)
 	}
 	f.start(m, false, "")
