@@ -45,23 +45,18 @@ type change struct {
 // maxChanges bounds the record of touched entries, in applied commands.
 const maxChanges = 8192
 
-// SpecDelta is the change of the spec from version From to version To: the
-// scalar fields as of To, and every map entry that changed in between, with
-// its value as of To. Deleted lists the keys removed, by section name.
+// secNames are the sections' JSON names, as in Spec and SpecDelta.Deleted.
+var secNames = [...]string{secDevices: "devices", secTokens: "tokens", secOperators: "operators",
+	secApps: "apps", secRollouts: "rollouts", secPolicies: "policies", secRevoked: "revoked"}
+
+// SpecDelta is the change of the spec from version From to Changed.Version:
+// Changed holds the scalar fields as of that version and every map entry
+// that changed in between, with its value then; Deleted lists the keys
+// removed, by section name.
 type SpecDelta struct {
-	From      uint64                     `json:"from"`
-	To        uint64                     `json:"to"`
-	ClusterID string                     `json:"cluster_id"`
-	CACertPEM string                     `json:"ca_cert_pem"`
-	Gossip    GossipKeyring              `json:"gossip"`
-	Devices   map[string]*Device         `json:"devices,omitempty"`
-	Tokens    map[string]*JoinToken      `json:"tokens,omitempty"`
-	Operators map[string]*Operator       `json:"operators,omitempty"`
-	Apps      map[string]*AppRecord      `json:"apps,omitempty"`
-	Rollouts  map[string]json.RawMessage `json:"rollouts,omitempty"`
-	Policies  map[string]json.RawMessage `json:"policies,omitempty"`
-	Revoked   map[string]string          `json:"revoked,omitempty"`
-	Deleted   map[string][]string        `json:"deleted,omitempty"`
+	From    uint64              `json:"from"`
+	Changed Spec                `json:"changed"`
+	Deleted map[string][]string `json:"deleted,omitempty"`
 }
 
 // touched lists the entries command c may have changed. It is called after
@@ -151,31 +146,33 @@ func (f *fsm) deltaJSON(since uint64) (b []byte, to uint64, ok bool, err error) 
 	if since < f.changesFloor || since > s.Version || s.ClusterID == "" {
 		return nil, 0, false, nil
 	}
-	d := SpecDelta{From: since, To: s.Version, ClusterID: s.ClusterID, CACertPEM: s.CACertPEM, Gossip: s.Gossip}
+	d := SpecDelta{From: since, Changed: Spec{Version: s.Version, ClusterID: s.ClusterID, CACertPEM: s.CACertPEM, Gossip: s.Gossip}}
+	c := &d.Changed
 	i := sort.Search(len(f.changes), func(i int) bool { return f.changes[i].index > since })
-	del := func(sec string, key string) {
-		if d.Deleted == nil {
-			d.Deleted = map[string][]string{}
-		}
-		d.Deleted[sec] = append(d.Deleted[sec], key)
-	}
 	for _, ch := range f.changes[i:] {
 		for _, r := range ch.refs {
+			var found bool
 			switch r.sec {
 			case secDevices:
-				d.Devices = put(d.Devices, s.Devices, r.key, func(k string) { del("devices", k) })
+				c.Devices, found = put(c.Devices, s.Devices, r.key)
 			case secTokens:
-				d.Tokens = put(d.Tokens, s.Tokens, r.key, func(k string) { del("tokens", k) })
+				c.Tokens, found = put(c.Tokens, s.Tokens, r.key)
 			case secOperators:
-				d.Operators = put(d.Operators, s.Operators, r.key, func(k string) { del("operators", k) })
+				c.Operators, found = put(c.Operators, s.Operators, r.key)
 			case secApps:
-				d.Apps = put(d.Apps, s.Apps, r.key, func(k string) { del("apps", k) })
+				c.Apps, found = put(c.Apps, s.Apps, r.key)
 			case secRollouts:
-				d.Rollouts = put(d.Rollouts, s.Rollouts, r.key, func(k string) { del("rollouts", k) })
+				c.Rollouts, found = put(c.Rollouts, s.Rollouts, r.key)
 			case secPolicies:
-				d.Policies = put(d.Policies, s.Policies, r.key, func(k string) { del("policies", k) })
+				c.Policies, found = put(c.Policies, s.Policies, r.key)
 			case secRevoked:
-				d.Revoked = put(d.Revoked, s.Revoked, r.key, func(k string) { del("revoked", k) })
+				c.Revoked, found = put(c.Revoked, s.Revoked, r.key)
+			}
+			if !found {
+				if d.Deleted == nil {
+					d.Deleted = map[string][]string{}
+				}
+				d.Deleted[secNames[r.sec]] = append(d.Deleted[secNames[r.sec]], r.key)
 			}
 		}
 	}
@@ -185,19 +182,18 @@ func (f *fsm) deltaJSON(since uint64) (b []byte, to uint64, ok bool, err error) 
 	return b, s.Version, err == nil, err
 }
 
-// put copies entry key of src into dst (creating it), or reports it
-// deleted. A key touched twice is copied once.
-func put[V any](dst, src map[string]V, key string, deleted func(string)) map[string]V {
+// put copies entry key of src into dst (creating dst), or reports that src
+// has no such entry (it was deleted).
+func put[V any](dst, src map[string]V, key string) (map[string]V, bool) {
 	v, ok := src[key]
 	if !ok {
-		deleted(key)
-		return dst
+		return dst, false
 	}
 	if dst == nil {
 		dst = map[string]V{}
 	}
 	dst[key] = v
-	return dst
+	return dst, true
 }
 
 // ApplyDelta returns the spec that d makes of s. s is left as it was (its
@@ -205,20 +201,24 @@ func put[V any](dst, src map[string]V, key string, deleted func(string)) map[str
 // afterwards: specs held by nodes are read-only). It fails if d does not
 // start at s's version or belongs to another fleet.
 func (s *Spec) ApplyDelta(d *SpecDelta) (*Spec, error) {
-	if d.From != s.Version {
+	c := &d.Changed
+	switch {
+	case d.From != s.Version:
 		return nil, fmt.Errorf("spec delta from version %d does not apply to version %d", d.From, s.Version)
+	case s.ClusterID != "" && c.ClusterID != s.ClusterID:
+		return nil, fmt.Errorf("spec delta is for fleet %q, not %q", c.ClusterID, s.ClusterID)
+	case c.Version < d.From:
+		return nil, fmt.Errorf("spec delta goes back from version %d to %d", d.From, c.Version)
 	}
-	if s.ClusterID != "" && d.ClusterID != s.ClusterID {
-		return nil, fmt.Errorf("spec delta is for fleet %q, not %q", d.ClusterID, s.ClusterID)
-	}
-	if d.To < d.From {
-		return nil, fmt.Errorf("spec delta goes back from version %d to %d", d.From, d.To)
-	}
-	n := &Spec{Version: d.To, ClusterID: d.ClusterID, CACertPEM: d.CACertPEM, Gossip: d.Gossip,
-		Devices: merge(s.Devices, d.Devices, d.Deleted["devices"]), Tokens: merge(s.Tokens, d.Tokens, d.Deleted["tokens"]),
-		Operators: merge(s.Operators, d.Operators, d.Deleted["operators"]), Apps: merge(s.Apps, d.Apps, d.Deleted["apps"]),
-		Rollouts: merge(s.Rollouts, d.Rollouts, d.Deleted["rollouts"]), Policies: merge(s.Policies, d.Policies, d.Deleted["policies"]),
-		Revoked: merge(s.Revoked, d.Revoked, d.Deleted["revoked"])}
+	del := func(sec int) []string { return d.Deleted[secNames[sec]] }
+	n := &Spec{Version: c.Version, ClusterID: c.ClusterID, CACertPEM: c.CACertPEM, Gossip: c.Gossip,
+		Devices:   merge(s.Devices, c.Devices, del(secDevices)),
+		Tokens:    merge(s.Tokens, c.Tokens, del(secTokens)),
+		Operators: merge(s.Operators, c.Operators, del(secOperators)),
+		Apps:      merge(s.Apps, c.Apps, del(secApps)),
+		Rollouts:  merge(s.Rollouts, c.Rollouts, del(secRollouts)),
+		Policies:  merge(s.Policies, c.Policies, del(secPolicies)),
+		Revoked:   merge(s.Revoked, c.Revoked, del(secRevoked))}
 	fill(n)
 	return n, nil
 }

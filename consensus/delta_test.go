@@ -151,8 +151,8 @@ func TestDeltaBounds(t *testing.T) {
 		t.Fatalf("recent delta: ok %v to %d err %v", ok, to, err)
 	}
 	d, _ := DecodeDelta(b)
-	if len(d.Tokens) != 3 {
-		t.Fatalf("delta from %d to %d carries %d tokens, want 3", n-3, n, len(d.Tokens))
+	if len(d.Changed.Tokens) != 3 {
+		t.Fatalf("delta from %d to %d carries %d tokens, want 3", n-3, n, len(d.Changed.Tokens))
 	}
 
 	var buf sinkBuf

@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -245,7 +247,8 @@ func (s *Store) HasState() bool {
 // Commands that arrive while earlier ones are still being committed are
 // batched into one log entry (applyLoop): under load a Raft entry, its
 // fsyncs and its replication carry many writes, not one; a lone write goes
-// out at once, as before.
+// out at once, as before. ctx does not abandon a write once it is queued:
+// its outcome would be unknown; Raft's own timeouts bound the wait.
 func (s *Store) Apply(ctx context.Context, c *Command) (uint64, error) {
 	if c.Time.IsZero() {
 		c.Time = time.Now().UTC()
@@ -327,19 +330,11 @@ func (s *Store) applyLoop() {
 		}
 		data := batch[0].data
 		if len(batch) > 1 {
-			n := 1
-			for _, p := range batch {
-				n += len(p.data) + 1
-			}
-			data = make([]byte, 0, n)
-			data = append(data, '[')
+			cmds := make([][]byte, len(batch))
 			for i, p := range batch {
-				if i > 0 {
-					data = append(data, ',')
-				}
-				data = append(data, p.data...)
+				cmds[i] = p.data
 			}
-			data = append(data, ']')
+			data = slices.Concat([]byte{'['}, bytes.Join(cmds, []byte{','}), []byte{']'})
 		}
 		go func() {
 			defer func() { <-s.slots }()
