@@ -13,15 +13,6 @@ import (
 	"github.com/fleetmesh/fleetmesh/testenv"
 )
 
-// benchSamples is how many kills a detection benchmark measures
-// (FLEETMESH_BENCH_SAMPLES overrides def).
-func benchSamples(def int) int {
-	if v, err := strconv.Atoi(os.Getenv("FLEETMESH_BENCH_SAMPLES")); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
-
 // benchTimings returns the mesh timings a benchmark runs with: the
 // defaults, or FLEETMESH_BENCH_MESH, such as
 // "probe=100ms,timeout=50ms,suspicion=3,suspicion-max=4,gossip=50ms", to
@@ -67,7 +58,7 @@ func benchTimings(b *testing.B) mesh.Config {
 func BenchmarkDetection(b *testing.B) {
 	for _, n := range []int{20, 100} {
 		b.Run(fmt.Sprintf("mesh/N=%d", n), func(b *testing.B) {
-			benchMeshDetection(b, n, benchSamples(15))
+			benchMeshDetection(b, n, testenv.BenchSamples(15))
 		})
 	}
 }

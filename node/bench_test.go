@@ -25,15 +25,6 @@ import (
 // metrics (p50-ms, p99-ms, writes/s, ...); ns/op means nothing here.
 // `make bench` runs them once each; BENCHMARKS.md has the results.
 
-// benchSamples is how many samples a benchmark takes (FLEETMESH_BENCH_SAMPLES
-// overrides def).
-func benchSamples(def int) int {
-	if v, err := strconv.Atoi(os.Getenv("FLEETMESH_BENCH_SAMPLES")); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
-
 // benchEnv logs what the machine was doing around a benchmark: numbers on a
 // shared machine mean little without it.
 func benchEnv(b *testing.B) func() {
@@ -70,7 +61,7 @@ func BenchmarkN20(b *testing.B) {
 	f := testenv.NewFleet(b, testenv.Options{Gateways: 3, Edges: edgeSpecs(17), Tune: testenv.ProductTimings})
 	b.Run("soak-60s", func(b *testing.B) { benchSoak(b, f, soakTime(), 0) })
 	b.Run("soak-30s-cpu-hogs", func(b *testing.B) { benchSoak(b, f, soakTime()/2, 4*runtime.GOMAXPROCS(0)) })
-	b.Run("detection", func(b *testing.B) { benchDetection(b, f, benchSamples(15)) })
+	b.Run("detection", func(b *testing.B) { benchDetection(b, f, testenv.BenchSamples(15)) })
 }
 
 func soakTime() time.Duration {
@@ -222,7 +213,7 @@ func BenchmarkN100(b *testing.B) {
 	b.Run("idle-10s", func(b *testing.B) { benchIdle(b, f, 10*time.Second) })
 	b.Run("GET-fleet/edge", func(b *testing.B) { benchFleetRead(b, f, "e1") })
 	b.Run("GET-fleet/gateway", func(b *testing.B) { benchFleetRead(b, f, "gw2") })
-	b.Run("detection", func(b *testing.B) { benchDetection(b, f, benchSamples(15)) })
+	b.Run("detection", func(b *testing.B) { benchDetection(b, f, testenv.BenchSamples(15)) })
 }
 
 // benchIdle reports the CPU the whole fleet uses while idle, per agent, and
@@ -301,12 +292,12 @@ func BenchmarkRaft(b *testing.B) {
 		return f.Client("e1")
 	}
 	for _, kind := range []string{"leader", "follower", "edge"} {
-		b.Run("write-1/"+kind, func(b *testing.B) { benchWriteSerial(b, via(b, kind), benchSamples(500)) })
+		b.Run("write-1/"+kind, func(b *testing.B) { benchWriteSerial(b, via(b, kind), testenv.BenchSamples(500)) })
 	}
 	for _, kind := range []string{"leader", "follower", "edge"} {
 		b.Run("write-64/"+kind, func(b *testing.B) { benchWriteParallel(b, via(b, kind), 64, 5*time.Second) })
 	}
-	b.Run("failover", func(b *testing.B) { benchFailover(b, f, benchSamples(10)) })
+	b.Run("failover", func(b *testing.B) { benchFailover(b, f, testenv.BenchSamples(10)) })
 	printRaftMetrics()
 }
 

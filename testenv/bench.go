@@ -4,15 +4,27 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/fleetmesh/fleetmesh/consensus"
 	"github.com/fleetmesh/fleetmesh/mesh"
 	"github.com/fleetmesh/fleetmesh/node"
 	"github.com/fleetmesh/fleetmesh/node/api"
 )
+
+// BenchSamples is how many samples a benchmark takes: def, or
+// FLEETMESH_BENCH_SAMPLES when set.
+func BenchSamples(def int) int {
+	if v, err := strconv.Atoi(os.Getenv("FLEETMESH_BENCH_SAMPLES")); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
 
 // ProductTimings undoes TestTimings: the node runs with the product's
 // default mesh, Raft and health timings (mesh.Default*, consensus.Default*,
@@ -20,19 +32,8 @@ import (
 // what they measure is what a deployed fleet gets.
 func ProductTimings(c *node.Config) {
 	c.HealthInterval = 0
-	c.Mesh.ProbeInterval = 0
-	c.Mesh.ProbeTimeout = 0
-	c.Mesh.SuspicionMult = 0
-	c.Mesh.SuspicionMaxTimeoutMult = 0
-	c.Mesh.GossipInterval = 0
-	c.Mesh.GossipNodes = 0
-	c.Mesh.RetransmitMult = 0
-	c.Mesh.PushPullInterval = 0
-	c.Mesh.GossipToTheDeadTime = 0
-	c.Raft.HeartbeatTimeout = 0
-	c.Raft.ElectionTimeout = 0
-	c.Raft.LeaderLeaseTimeout = 0
-	c.Raft.CommitTimeout = 0
+	c.Mesh = mesh.Config{}      // the node fills all but the timings
+	c.Raft = consensus.Config{} // likewise
 }
 
 // JoinEdges starts the given non-gateway nodes, parallel at a time, each
