@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -47,14 +48,14 @@ type agentFile struct {
 // raise the Raft ones; a quiet LAN that wants faster detection in large
 // fleets lowers probe_interval (BENCHMARKS.md has the trade-offs).
 type agentTimings struct {
-	ProbeInterval      *string `yaml:"probe_interval"`
-	ProbeTimeout       *string `yaml:"probe_timeout"`
-	SuspicionMult      *int    `yaml:"suspicion_mult"`
-	GossipInterval     *string `yaml:"gossip_interval"`
-	RaftHeartbeat      *string `yaml:"raft_heartbeat_timeout"`
-	RaftElection       *string `yaml:"raft_election_timeout"`
-	RaftLeaderLease    *string `yaml:"raft_leader_lease_timeout"`
-	RaftCommitInterval *string `yaml:"raft_commit_timeout"`
+	ProbeInterval   *string `yaml:"probe_interval"`
+	ProbeTimeout    *string `yaml:"probe_timeout"`
+	SuspicionMult   *int    `yaml:"suspicion_mult"`
+	GossipInterval  *string `yaml:"gossip_interval"`
+	RaftHeartbeat   *string `yaml:"raft_heartbeat_timeout"`
+	RaftElection    *string `yaml:"raft_election_timeout"`
+	RaftLeaderLease *string `yaml:"raft_leader_lease_timeout"`
+	RaftCommit      *string `yaml:"raft_commit_timeout"`
 }
 
 // apply sets the timings given in the file on cfg, with errors that name
@@ -71,7 +72,7 @@ func (t agentTimings) apply(cfg *node.Config) error {
 		{"raft_heartbeat_timeout", t.RaftHeartbeat, &cfg.Raft.HeartbeatTimeout},
 		{"raft_election_timeout", t.RaftElection, &cfg.Raft.ElectionTimeout},
 		{"raft_leader_lease_timeout", t.RaftLeaderLease, &cfg.Raft.LeaderLeaseTimeout},
-		{"raft_commit_timeout", t.RaftCommitInterval, &cfg.Raft.CommitTimeout},
+		{"raft_commit_timeout", t.RaftCommit, &cfg.Raft.CommitTimeout},
 	}
 	for _, d := range durs {
 		if d.val == nil {
@@ -89,22 +90,15 @@ func (t agentTimings) apply(cfg *node.Config) error {
 		}
 		cfg.Mesh.SuspicionMult = *t.SuspicionMult
 	}
-	probe, timeout := or(cfg.Mesh.ProbeInterval, mesh.DefaultProbeInterval), or(cfg.Mesh.ProbeTimeout, mesh.DefaultProbeTimeout)
+	probe, timeout := cmp.Or(cfg.Mesh.ProbeInterval, mesh.DefaultProbeInterval), cmp.Or(cfg.Mesh.ProbeTimeout, mesh.DefaultProbeTimeout)
 	if timeout >= probe {
 		return fmt.Errorf("--config: timings.probe_timeout (%v) must be shorter than timings.probe_interval (%v)", timeout, probe)
 	}
-	hb, lease := or(cfg.Raft.HeartbeatTimeout, consensus.DefaultHeartbeatTimeout), or(cfg.Raft.LeaderLeaseTimeout, consensus.DefaultLeaderLeaseTimeout)
+	hb, lease := cmp.Or(cfg.Raft.HeartbeatTimeout, consensus.DefaultHeartbeatTimeout), cmp.Or(cfg.Raft.LeaderLeaseTimeout, consensus.DefaultLeaderLeaseTimeout)
 	if lease > hb {
 		return fmt.Errorf("--config: timings.raft_leader_lease_timeout (%v) must not exceed timings.raft_heartbeat_timeout (%v)", lease, hb)
 	}
 	return nil
-}
-
-func or(v, def time.Duration) time.Duration {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 type agentFlags struct {
