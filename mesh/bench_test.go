@@ -15,7 +15,7 @@ import (
 
 // benchTimings returns the mesh timings a benchmark runs with: the
 // defaults, or FLEETMESH_BENCH_MESH, such as
-// "probe=100ms,timeout=50ms,suspicion=3,suspicion-max=4,gossip=50ms", to
+// "probe=100ms,timeout=50ms,suspicion=3,suspicion-max=4,gossip=50ms,floor=600ms", to
 // compare candidate defaults.
 func benchTimings(b *testing.B) mesh.Config {
 	var c mesh.Config
@@ -35,6 +35,8 @@ func benchTimings(b *testing.B) mesh.Config {
 			c.GossipInterval, err = time.ParseDuration(val)
 		case "suspicion":
 			c.SuspicionMult, err = strconv.Atoi(val)
+		case "floor":
+			c.SuspicionFloor, err = time.ParseDuration(val)
 		case "suspicion-max":
 			c.SuspicionMaxTimeoutMult, err = strconv.Atoi(val)
 		default:

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -58,5 +59,60 @@ func TestHooksWorkBeforeMemberlistIsUp(t *testing.T) {
 	}
 	if c, ok := m.Member("c"); !ok || c.Alive || c.OfflineReason == "" {
 		t.Errorf("peer c: %+v, %v; want known, offline with a reason", c, ok)
+	}
+}
+
+// In a small fleet memberlist's suspicion (SuspicionMult × log10 N × probe
+// interval) is shorter than the suspicion floor; a failed verdict then
+// waits out the difference, and news that the member is alive (its
+// refutation) cancels it. A graceful leave, and a failure in a fleet large
+// enough that memberlist's own suspicion covers the floor, show at once.
+func TestFailedVerdictWaitsForSuspicionFloor(t *testing.T) {
+	cfg := Config{RetransmitMult: DefaultRetransmitMult, ProbeInterval: 100 * time.Millisecond, SuspicionMult: 3, SuspicionFloor: 600 * time.Millisecond}
+	m := newMesh(cfg, Identity{Name: "a", Role: "gateway", API: "127.0.0.1:7400"}, Health{State: StateReady})
+	type call struct {
+		d time.Duration
+		f func()
+	}
+	var calls []call
+	m.after = func(d time.Duration, f func()) { calls = append(calls, call{d, f}) }
+	e := &events{m}
+	node := func(name string, state memberlist.NodeStateType) *memberlist.Node {
+		return &memberlist.Node{Name: name, Addr: net.ParseIP("127.0.0.1"), Port: 7946, State: state}
+	}
+	alive := func(name string) bool { mb, _ := m.Member(name); return mb.Alive }
+	for _, n := range []string{"a", "b", "c", "d"} {
+		e.NotifyJoin(node(n, memberlist.StateAlive))
+	}
+
+	// 4 members: memberlist suspects for 3 × 1 × 100 ms; 300 ms to go.
+	e.NotifyLeave(node("b", memberlist.StateDead))
+	if len(calls) != 1 || calls[0].d != 300*time.Millisecond {
+		t.Fatalf("held verdicts %v; want one, after 300ms", calls)
+	}
+	if !alive("b") {
+		t.Fatal("b offline before the suspicion floor")
+	}
+	e.NotifyJoin(node("b", memberlist.StateAlive)) // b refuted
+	calls[0].f()
+	if !alive("b") {
+		t.Fatal("a refuted verdict still marked b offline")
+	}
+
+	e.NotifyLeave(node("b", memberlist.StateDead))
+	calls[1].f()
+	if b, _ := m.Member("b"); b.Alive || b.OfflineReason != "failed: no response to probes" {
+		t.Fatalf("b after the floor: %+v; want offline, failed", b)
+	}
+
+	e.NotifyLeave(node("c", memberlist.StateLeft))
+	if c, _ := m.Member("c"); c.Alive || c.OfflineReason != "left" || len(calls) != 2 {
+		t.Fatalf("c left: %+v (%d verdicts held); want offline at once", c, len(calls))
+	}
+
+	m.numNodes.Store(100) // 3 × 2 × 100 ms: memberlist's suspicion covers the floor
+	e.NotifyLeave(node("d", memberlist.StateDead))
+	if alive("d") || len(calls) != 2 {
+		t.Fatalf("d failed in a fleet of 100: alive %v, %d verdicts held; want offline at once", alive("d"), len(calls))
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"math"
+	"math/rand/v2"
 	"net"
 	"sort"
 	"strconv"
@@ -14,7 +16,6 @@ import (
 	"time"
 
 	"github.com/fleetmesh/fleetmesh/node/logwriter"
-	"github.com/fleetmesh/fleetmesh/node/netgate"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -45,18 +46,24 @@ type Config struct {
 	RetransmitMult          int
 	PushPullInterval        time.Duration
 	GossipToTheDeadTime     time.Duration
+	// SuspicionFloor is the shortest suspicion after which this node's
+	// view calls a failed member offline, whatever the fleet's size. See
+	// DESIGN.md, "Timings".
+	SuspicionFloor time.Duration
 
 	Logger *slog.Logger
 }
 
 // Defaults tuned for the detection goal (a hard-killed node is offline on
-// every peer within about a second on a LAN): memberlist's LAN profile probes
-// each second and waits several seconds of suspicion; we probe every 150 ms,
-// with a shorter suspicion, and lean on Lifeguard's local-health
-// awareness to stretch timeouts when this node itself is slow.
+// every peer within about a second on a LAN, at 20 members or 100):
+// memberlist's LAN profile probes each second and waits several seconds of
+// suspicion; we probe every 100 ms, with a shorter suspicion, hold a failed
+// verdict until it has been suspected for DefaultSuspicionFloor, and lean
+// on Lifeguard's local-health awareness to stretch timeouts when this node
+// itself is slow.
 const (
-	DefaultProbeInterval           = 150 * time.Millisecond
-	DefaultProbeTimeout            = 75 * time.Millisecond
+	DefaultProbeInterval           = 100 * time.Millisecond
+	DefaultProbeTimeout            = 50 * time.Millisecond
 	DefaultSuspicionMult           = 3
 	DefaultSuspicionMaxTimeoutMult = 3
 	DefaultGossipInterval          = 50 * time.Millisecond
@@ -64,6 +71,7 @@ const (
 	DefaultRetransmitMult          = 4
 	DefaultPushPullInterval        = 15 * time.Second
 	DefaultGossipToTheDeadTime     = 5 * time.Second
+	DefaultSuspicionFloor          = 600 * time.Millisecond
 )
 
 func (c *Config) setDefaults() {
@@ -86,6 +94,7 @@ func (c *Config) setDefaults() {
 	defi(&c.RetransmitMult, DefaultRetransmitMult)
 	def(&c.PushPullInterval, DefaultPushPullInterval)
 	def(&c.GossipToTheDeadTime, DefaultGossipToTheDeadTime)
+	def(&c.SuspicionFloor, DefaultSuspicionFloor)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -98,6 +107,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ProbeTimeout >= c.ProbeInterval {
 		return errors.New("mesh: probe timeout must be shorter than the probe interval")
+	}
+	if c.SuspicionFloor < 0 {
+		return fmt.Errorf("mesh: suspicion floor %v is negative", c.SuspicionFloor)
 	}
 	for i, k := range c.Keys {
 		if l := len(k); l != 16 && l != 24 && l != 32 {
@@ -123,6 +135,12 @@ type Mesh struct {
 	local   Record
 	members map[string]*Member
 	subs    []chan struct{}
+	// held counts, per member, failed verdicts held back until the
+	// suspicion floor (holdFailure); a NotifyJoin bumps it, which cancels
+	// the verdict in flight.
+	held map[string]uint64
+	// after runs f after d (time.AfterFunc; tests take the call).
+	after func(d time.Duration, f func())
 }
 
 // New starts the mesh with this node's identity and first health. It does
@@ -137,14 +155,14 @@ func New(cfg Config, id Identity, h Health) (*Mesh, error) {
 	host, portS, _ := net.SplitHostPort(cfg.Bind)
 	port, _ := strconv.Atoi(portS)
 	stdlog := log.New(logwriter.New(cfg.Logger), "", 0)
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{host}, BindPort: port, Logger: stdlog})
+	nt, err := newTransport(host, port, cfg.Dial, stdlog)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: listen %s: %w", cfg.Bind, err)
 	}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = id.Name
 	mc.BindAddr = host
-	mc.BindPort = nt.GetAutoBindPort()
+	mc.BindPort = nt.Port()
 	mc.AdvertiseAddr = host
 	mc.AdvertisePort = mc.BindPort
 	if cfg.Advertise != "" {
@@ -156,7 +174,7 @@ func New(cfg Config, id Identity, h Health) (*Mesh, error) {
 		mc.AdvertiseAddr = ah
 		mc.AdvertisePort, _ = strconv.Atoi(ap)
 	}
-	mc.Transport = &filterTransport{NetTransport: nt, dial: cfg.Dial}
+	mc.Transport = nt
 	mc.ProbeInterval = cfg.ProbeInterval
 	mc.ProbeTimeout = cfg.ProbeTimeout
 	mc.SuspicionMult = cfg.SuspicionMult
@@ -210,7 +228,8 @@ func New(cfg Config, id Identity, h Health) (*Mesh, error) {
 // once. So everything the hooks use is set here, and the hooks never use
 // m.ml (see DESIGN.md).
 func newMesh(cfg Config, id Identity, h Health) *Mesh {
-	m := &Mesh{cfg: cfg, log: cfg.Logger, members: map[string]*Member{}}
+	m := &Mesh{cfg: cfg, log: cfg.Logger, members: map[string]*Member{}, held: map[string]uint64{},
+		after: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
 	m.local = Record{Identity: id, Health: h, Seq: uint64(time.Now().UnixNano()), Sent: time.Now().UTC()}
 	m.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return max(1, int(m.numNodes.Load())) }, RetransmitMult: cfg.RetransmitMult}
 	return m
@@ -319,6 +338,7 @@ func (m *Mesh) Member(name string) (Member, bool) {
 func (m *Mesh) Forget(name string) {
 	m.mu.Lock()
 	delete(m.members, name)
+	delete(m.held, name)
 	m.mu.Unlock()
 	m.changed()
 }
@@ -409,36 +429,78 @@ func (m *Mesh) merge(r *Record) bool {
 }
 
 func (m *Mesh) setAlive(n *memberlist.Node, alive bool) {
+	gossip := net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	failed := !alive && n.State != memberlist.StateLeft
+	hold := m.holdFailure()
 	m.mu.Lock()
 	mb, ok := m.members[n.Name]
 	if !ok {
 		mb = &Member{Record: Record{Identity: Identity{Name: n.Name}}}
 		m.members[n.Name] = mb
 	}
-	mb.Gossip = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-	if alive {
+	mb.Gossip = gossip
+	m.held[n.Name]++ // any news about the member cancels a verdict held back
+	switch {
+	case alive:
 		if !mb.Alive {
 			m.numNodes.Add(1)
 		}
 		mb.Alive = true
 		mb.OfflineReason = ""
 		mb.LastSeen = time.Now()
-	} else if n.Name != m.local.Name {
-		if mb.Alive {
-			m.numNodes.Add(-1)
-		}
-		mb.Alive = false
-		switch {
-		case mb.Leaving != "":
-			mb.OfflineReason = "left: " + mb.Leaving
-		case n.State == memberlist.StateLeft:
-			mb.OfflineReason = "left"
-		default:
-			mb.OfflineReason = "failed: no response to probes"
-		}
+	case n.Name == m.local.Name:
+	case failed && mb.Leaving == "" && hold > 0:
+		gen := m.held[n.Name]
+		m.after(hold, func() { m.markOffline(n.Name, gen) })
+		m.mu.Unlock()
+		return
+	default:
+		m.offlineLocked(mb, n.State == memberlist.StateLeft)
 	}
 	m.mu.Unlock()
 	m.changed()
+}
+
+// holdFailure is how long a failed verdict waits before this node's view
+// says offline: memberlist suspects a member for SuspicionMult ×
+// log10(N) × ProbeInterval before it declares it dead, which is shorter than
+// the suspicion floor in a small fleet. The wait makes up the difference,
+// so a starved member that refutes late is not called offline (DESIGN.md,
+// "Timings").
+func (m *Mesh) holdFailure() time.Duration {
+	n := float64(max(1, m.numNodes.Load()))
+	suspicion := time.Duration(float64(m.cfg.SuspicionMult) * math.Max(1, math.Log10(n)) * float64(m.cfg.ProbeInterval))
+	return m.cfg.SuspicionFloor - suspicion
+}
+
+// markOffline applies a failed verdict held back by setAlive, unless news of
+// the member came since (gen moved on).
+func (m *Mesh) markOffline(name string, gen uint64) {
+	m.mu.Lock()
+	mb, ok := m.members[name]
+	if !ok || m.held[name] != gen {
+		m.mu.Unlock()
+		return
+	}
+	m.offlineLocked(mb, false)
+	m.mu.Unlock()
+	m.changed()
+}
+
+// offlineLocked marks mb offline with its reason; m.mu is held.
+func (m *Mesh) offlineLocked(mb *Member, left bool) {
+	if mb.Alive {
+		m.numNodes.Add(-1)
+	}
+	mb.Alive = false
+	switch {
+	case mb.Leaving != "":
+		mb.OfflineReason = "left: " + mb.Leaving
+	case left:
+		mb.OfflineReason = "left"
+	default:
+		mb.OfflineReason = "failed: no response to probes"
+	}
 }
 
 const msgRecord byte = 1
@@ -507,50 +569,30 @@ func (b *recordBroadcast) Invalidates(o memberlist.Broadcast) bool {
 func (b *recordBroadcast) Message() []byte { return b.msg }
 func (b *recordBroadcast) Finished()       {}
 
-// filterTransport drops traffic to addresses its dial hook refuses.
-type filterTransport struct {
-	*memberlist.NetTransport
-	dial func(addr string) error
-}
-
-func (t *filterTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	if t.dial != nil && t.dial(addr) != nil {
-		return time.Now(), nil // dropped, as a cut cable would
-	}
-	return t.NetTransport.WriteTo(b, addr)
-}
-
-func (t *filterTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	return t.WriteTo(b, a.Addr)
-}
-
-func (t *filterTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	if t.dial != nil {
-		if err := t.dial(addr); err != nil {
-			return nil, err
-		}
-	}
-	c, err := t.NetTransport.DialTimeout(addr, timeout)
-	return netgate.Conn(c, t.dial), err
-}
-
-func (t *filterTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
-	return t.DialTimeout(a.Addr, timeout)
-}
-
-// FailedAddrs returns the gossip addresses of members that failed (not those
-// that left): the reconnect loop keeps knocking on them, as serf does, so a
-// healed partition merges again.
-func (m *Mesh) FailedAddrs() []string {
+// ReconnectTarget picks a failed member (not one that left) for this node
+// to knock on, or "" if none this time. Called once per reconnect interval
+// on every node, it picks with probability failed / alive, as serf does:
+// the fleet as a whole knocks on each failed member about once per
+// interval, so a healed partition merges again without 100 nodes each
+// pushing their whole state at the same few members (which, at N = 100 on
+// one machine, starved probes into more false failures: a collapse).
+func (m *Mesh) ReconnectTarget() string {
 	m.mu.RLock()
-	defer m.mu.RUnlock()
-	var out []string
+	var failed []string
+	alive := 0
 	for _, mb := range m.members {
-		if !mb.Alive && mb.Leaving == "" && mb.Gossip != "" && mb.Name != m.local.Name {
-			out = append(out, mb.Gossip)
+		switch {
+		case mb.Alive:
+			alive++
+		case mb.Leaving == "" && mb.Gossip != "" && mb.Name != m.local.Name:
+			failed = append(failed, mb.Gossip)
 		}
 	}
-	return out
+	m.mu.RUnlock()
+	if len(failed) == 0 || rand.Float64() >= float64(len(failed))/float64(max(1, alive)) {
+		return ""
+	}
+	return failed[rand.IntN(len(failed))]
 }
 
 // NumAlive is the number of live members, this node included.

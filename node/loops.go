@@ -157,20 +157,20 @@ func (n *Node) reconnectLoop() {
 			return
 		case <-t.C:
 		}
-		addrs := n.mesh.FailedAddrs()
+		var addrs []string
+		if a := n.mesh.ReconnectTarget(); a != "" {
+			addrs = append(addrs, a)
+		}
 		if n.mesh.NumAlive() <= 1 {
 			var peers []string
 			if b, err := n.dir.read(filePeers); err == nil {
 				json.Unmarshal(b, &peers)
 			}
-			addrs = append(addrs, peers...)
+			rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+			addrs = append(addrs, peers[:min(3, len(peers))]...)
 		}
 		if len(addrs) == 0 {
 			continue
-		}
-		rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
-		if len(addrs) > 3 {
-			addrs = addrs[:3]
 		}
 		n.mesh.Join(addrs)
 	}

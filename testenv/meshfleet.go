@@ -3,8 +3,10 @@ package testenv
 import (
 	crand "crypto/rand"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +14,17 @@ import (
 	"github.com/fleetmesh/fleetmesh/mesh"
 	"github.com/fleetmesh/fleetmesh/node"
 )
+
+// debugLog, when FLEETMESH_DEBUG_LOG names a file, receives every mesh
+// fleet member's memberlist log at debug level (each line with self=NAME):
+// what a false offline verdict in a benchmark is diagnosed from.
+var debugLog = func() *os.File {
+	if p := os.Getenv("FLEETMESH_DEBUG_LOG"); p != "" {
+		f, _ := os.Create(p)
+		return f
+	}
+	return nil
+}()
 
 // MeshFleet is a fleet of bare gossip members (mesh.Mesh, with an encrypted
 // keyring as a real fleet has, each on its own 127.10.x.y address) and
@@ -88,6 +101,9 @@ func (f *MeshFleet) Add() (string, error) {
 	ip := nextIP()
 	cfg.Bind = net.JoinHostPort(ip, "0")
 	cfg.Keys = [][]byte{f.key}
+	if debugLog != nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(debugLog, &slog.HandlerOptions{Level: slog.LevelDebug})).With("self", name)
+	}
 	id := mesh.Identity{Name: name, Role: "sensor", Site: "site-a", API: net.JoinHostPort(ip, "7400"), Version: node.Version}
 	m, err := mesh.New(cfg, id, fakeHealth())
 	if err != nil {
@@ -136,13 +152,8 @@ func (f *MeshFleet) healthLoop(mm *meshMember) {
 			mm.m.Update(fakeHealth())
 			next = time.After(f.health/2 + rand.N(f.health))
 		case <-knock.C:
-			addrs := mm.m.FailedAddrs()
-			rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
-			if len(addrs) > 3 {
-				addrs = addrs[:3]
-			}
-			if len(addrs) > 0 {
-				mm.m.Join(addrs)
+			if a := mm.m.ReconnectTarget(); a != "" {
+				mm.m.Join([]string{a})
 			}
 		}
 	}

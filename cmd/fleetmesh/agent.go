@@ -45,12 +45,13 @@ type agentFile struct {
 // agentTimings loosen (or tighten) failure detection and Raft for the
 // fleet's network; unset ones keep the defaults (mesh.Default*,
 // consensus.Default*). Gateways at sites joined by slow or lossy links
-// raise the Raft ones; a quiet LAN that wants faster detection in large
-// fleets lowers probe_interval (BENCHMARKS.md has the trade-offs).
+// raise the Raft ones and the mesh's probe_interval and suspicion_floor
+// (BENCHMARKS.md has the trade-offs).
 type agentTimings struct {
 	ProbeInterval   *string `yaml:"probe_interval"`
 	ProbeTimeout    *string `yaml:"probe_timeout"`
 	SuspicionMult   *int    `yaml:"suspicion_mult"`
+	SuspicionFloor  *string `yaml:"suspicion_floor"`
 	GossipInterval  *string `yaml:"gossip_interval"`
 	RaftHeartbeat   *string `yaml:"raft_heartbeat_timeout"`
 	RaftElection    *string `yaml:"raft_election_timeout"`
@@ -69,6 +70,7 @@ func (t agentTimings) apply(cfg *node.Config) error {
 		{"probe_interval", t.ProbeInterval, &cfg.Mesh.ProbeInterval},
 		{"probe_timeout", t.ProbeTimeout, &cfg.Mesh.ProbeTimeout},
 		{"gossip_interval", t.GossipInterval, &cfg.Mesh.GossipInterval},
+		{"suspicion_floor", t.SuspicionFloor, &cfg.Mesh.SuspicionFloor},
 		{"raft_heartbeat_timeout", t.RaftHeartbeat, &cfg.Raft.HeartbeatTimeout},
 		{"raft_election_timeout", t.RaftElection, &cfg.Raft.ElectionTimeout},
 		{"raft_leader_lease_timeout", t.RaftLeaderLease, &cfg.Raft.LeaderLeaseTimeout},

@@ -353,7 +353,7 @@ func TestConfigFileTimings(t *testing.T) {
 	write := func(timings string) {
 		os.WriteFile(file, []byte("data_dir: "+dir+"\nrole: sensor\ntimings:\n"+timings), 0o600)
 	}
-	write("  probe_interval: 100ms\n  probe_timeout: 40ms\n  suspicion_mult: 4\n  raft_heartbeat_timeout: 1s\n  raft_leader_lease_timeout: 500ms\n")
+	write("  probe_interval: 100ms\n  probe_timeout: 40ms\n  suspicion_mult: 4\n  suspicion_floor: 2s\n  raft_heartbeat_timeout: 1s\n  raft_leader_lease_timeout: 500ms\n")
 	var fl agentFlags
 	cmd := &cobra.Command{}
 	addAgentFlags(cmd, &fl)
@@ -365,7 +365,7 @@ func TestConfigFileTimings(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Mesh.ProbeInterval != 100*time.Millisecond || cfg.Mesh.ProbeTimeout != 40*time.Millisecond || cfg.Mesh.SuspicionMult != 4 ||
-		cfg.Raft.HeartbeatTimeout != time.Second || cfg.Raft.LeaderLeaseTimeout != 500*time.Millisecond {
+		cfg.Mesh.SuspicionFloor != 2*time.Second || cfg.Raft.HeartbeatTimeout != time.Second || cfg.Raft.LeaderLeaseTimeout != 500*time.Millisecond {
 		t.Fatalf("timings not applied: mesh %+v, raft %+v", cfg.Mesh, cfg.Raft)
 	}
 	for _, c := range []struct{ timings, want string }{
@@ -373,6 +373,7 @@ func TestConfigFileTimings(t *testing.T) {
 		{"  probe_timeout: 200ms\n", "timings.probe_timeout"},
 		{"  raft_leader_lease_timeout: 1s\n", "timings.raft_leader_lease_timeout"},
 		{"  suspicion_mult: 0\n", "timings.suspicion_mult"},
+		{"  suspicion_floor: -1s\n", "timings.suspicion_floor"},
 		{"  probe_intervall: 1s\n", "probe_intervall"},
 	} {
 		write(c.timings)
