@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 )
 
 // Errors of the store.
@@ -182,7 +183,11 @@ func Open(cfg Config) (*Store, error) {
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Output: logwriter.New(cfg.Logger), Level: hclog.Info, DisableTime: true})
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 5 * time.Second, Logger: hl})
 
-	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
+	// No freelist on disk (bbolt rebuilds it on open, as etcd runs it): a
+	// Raft log that snapshots truncate has many free pages, and writing
+	// their list on every commit made each write ~10% slower.
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db"),
+		BoltOptions: &bbolt.Options{NoFreelistSync: true, FreelistType: bbolt.FreelistMapType}})
 	if err != nil {
 		s.trans.Close()
 		return nil, fmt.Errorf("consensus: open raft.db: %w", err)
