@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"encoding/json"
 	"net"
 	"testing"
@@ -22,7 +23,7 @@ func TestHooksWorkBeforeMemberlistIsUp(t *testing.T) {
 		t.Fatal("newMesh must not need memberlist")
 	}
 	d, e := &delegate{m}, &events{m}
-	msg := func(r Record) []byte { return append([]byte{msgRecord}, r.encode()...) }
+	msg := func(r Record) []byte { return recordMsg(&r) }
 	node := func(name string, state memberlist.NodeStateType) *memberlist.Node {
 		return &memberlist.Node{Name: name, Addr: net.ParseIP("127.0.0.1"), Port: 7946, State: state}
 	}
@@ -38,7 +39,8 @@ func TestHooksWorkBeforeMemberlistIsUp(t *testing.T) {
 	old := m.local
 	old.Seq += 1000
 	d.NotifyMsg(msg(old))
-	d.NotifyMsg([]byte{msgRecord, '{'}) // torn
+	d.NotifyMsg([]byte{msgRecord, '{'})     // torn
+	d.NotifyMsg([]byte{msgRecordJSON, '{'}) // torn, from an old agent
 	d.NotifyMsg(nil)
 	peer.Seq, peer.Health.SpecVersion = 2, 4
 	state, _ := json.Marshal([]Record{peer, {Identity: Identity{Name: "c"}, Seq: 1}})
@@ -115,4 +117,54 @@ func TestFailedVerdictWaitsForSuspicionFloor(t *testing.T) {
 	if alive("d") || len(calls) != 2 {
 		t.Fatalf("d failed in a fleet of 100: alive %v, %d verdicts held; want offline at once", alive("d"), len(calls))
 	}
+}
+
+// A record message names its sender and Seq before the JSON: a copy of a
+// record this node has is dropped unread, a header that disagrees with its
+// body is refused, news is rebroadcast as it came, and an old agent's
+// JSON-only record is still taken.
+func TestRecordMessages(t *testing.T) {
+	m := newMesh(Config{RetransmitMult: DefaultRetransmitMult}, Identity{Name: "a", Role: "gateway", API: "127.0.0.1:7400"}, Health{State: StateReady})
+	d := &delegate{m}
+	spec := func(name string) uint64 { mb, _ := m.Member(name); return mb.Health.SpecVersion }
+	b := Record{Identity: Identity{Name: "b", Role: "sensor"}, Health: Health{State: StateReady, SpecVersion: 1}, Seq: 10}
+
+	msg := recordMsg(&b)
+	d.NotifyMsg(msg)
+	if spec("b") != 1 || m.queue.NumQueued() != 1 {
+		t.Fatalf("news: spec %d, %d queued; want 1 and a rebroadcast", spec("b"), m.queue.NumQueued())
+	}
+	out := m.queue.GetBroadcasts(0, 1<<16)
+	if len(out) != 1 || !bytes.Equal(out[0], msg) {
+		t.Fatalf("rebroadcast %q; want the message as it came", out)
+	}
+
+	// A copy with the same Seq is dropped by its header: what follows
+	// does not matter.
+	queued := m.queue.NumQueued()
+	d.NotifyMsg(msg)
+	d.NotifyMsg(append(bytes.Clone(msg[:10+len("b")]), "{not json"...))
+	if spec("b") != 1 || m.queue.NumQueued() != queued {
+		t.Fatalf("a copy was taken as news")
+	}
+
+	// A header that says one thing and a body that says another.
+	liar := b
+	liar.Seq, liar.Health.SpecVersion = 11, 2
+	bad := recordMsg(&liar)
+	bad[8]++ // Seq 12 in the header, 11 in the body
+	d.NotifyMsg(bad)
+	if spec("b") != 1 {
+		t.Fatal("a record whose header disagrees with its body was taken")
+	}
+
+	// An old agent's record: JSON alone.
+	liar.Seq = 13
+	js, _ := json.Marshal(liar)
+	d.NotifyMsg(append([]byte{msgRecordJSON}, js...))
+	if spec("b") != 2 {
+		t.Fatalf("old-format record: spec %d, want 2", spec("b"))
+	}
+	d.NotifyMsg([]byte{msgRecord, 0, 0, 0, 0, 0, 0, 0, 1, 200, 'x'}) // name longer than the message
+	d.NotifyMsg([]byte{9, '{'})                                      // unknown type
 }

@@ -140,7 +140,7 @@ func TestOwnRecordEchoIsNotNews(t *testing.T) {
 	m.mu.RUnlock()
 	queued := m.queue.NumQueued()
 
-	d.NotifyMsg(append([]byte{msgRecord}, rec.encode()...))
+	d.NotifyMsg(recordMsg(&rec))
 	m.mu.RLock()
 	seq := m.local.Seq
 	m.mu.RUnlock()
@@ -155,7 +155,7 @@ func TestOwnRecordEchoIsNotNews(t *testing.T) {
 	// a restart when the clock went back) is still overridden.
 	newer := rec
 	newer.Seq = rec.Seq + 10
-	d.NotifyMsg(append([]byte{msgRecord}, newer.encode()...))
+	d.NotifyMsg(recordMsg(&newer))
 	m.mu.RLock()
 	seq = m.local.Seq
 	m.mu.RUnlock()

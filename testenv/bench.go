@@ -125,8 +125,7 @@ func allAlive(names []string, observers []*mesh.Mesh) error {
 	var first error
 	for i, o := range observers {
 		for _, n := range names {
-			m, ok := o.Member(n)
-			if ok && m.Alive {
+			if alive, _ := o.Alive(n); alive {
 				continue
 			}
 			bad++
@@ -134,17 +133,12 @@ func allAlive(names []string, observers []*mesh.Mesh) error {
 			if first != nil {
 				continue
 			}
+			m, ok := o.Member(n)
 			if !ok {
 				first = fmt.Errorf("%s does not know %s", names[i], n)
 				continue
 			}
-			ml := "dead or unknown"
-			for _, a := range o.AliveGossipAddrs() {
-				if a == m.Gossip {
-					ml = "alive"
-				}
-			}
-			first = fmt.Errorf("%s sees %s offline (%q, gossip %q; to its memberlist it is %s)", names[i], n, m.OfflineReason, m.Gossip, ml)
+			first = fmt.Errorf("%s sees %s offline (%q, gossip %q)", names[i], n, m.OfflineReason, m.Gossip)
 		}
 	}
 	if bad == 0 {
@@ -182,7 +176,7 @@ func MeasureDetection(kill func(), victim string, observers []*mesh.Mesh, timeou
 			if seen[i] {
 				continue
 			}
-			if m, ok := o.Member(victim); ok && !m.Alive {
+			if alive, known := o.Alive(victim); known && !alive {
 				seen[i] = true
 				left--
 				if d.First == 0 {
@@ -214,7 +208,7 @@ func countNotAlive(observers []*mesh.Mesh, names []string) int {
 	bad := 0
 	for _, o := range observers {
 		for _, n := range names {
-			if m, ok := o.Member(n); ok && !m.Alive {
+			if alive, known := o.Alive(n); known && !alive {
 				bad++
 			}
 		}
