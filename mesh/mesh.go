@@ -642,7 +642,7 @@ func (b *recordBroadcast) Invalidates(o memberlist.Broadcast) bool {
 	ob, ok := o.(memberlist.NamedBroadcast)
 	return ok && ob.Name() == b.Name()
 }
-func (b *recordBroadcast) Name() string { return b.name } // the queue holds records alone
+func (b *recordBroadcast) Name() string    { return b.name } // the queue holds records alone
 func (b *recordBroadcast) Message() []byte { return b.msg }
 func (b *recordBroadcast) Finished()       {}
 
