@@ -185,7 +185,7 @@ func (n *Node) specSyncLoop() {
 	sub := n.mesh.Subscribe()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	saved := time.Now()
+	saved, every := time.Now(), specSaveInterval
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -194,8 +194,12 @@ func (n *Node) specSyncLoop() {
 		case <-t.C:
 		}
 		n.syncSpec(0)
-		if time.Since(saved) >= specSaveInterval {
-			n.saveSpec()
+		if time.Since(saved) >= every {
+			// A save costs in proportion to the spec: keep it to a tenth
+			// of a core (with 30,000 tokens in the spec and writes
+			// arriving all the time, saving each second took 7.5% of the
+			// CPU of a 5-node fleet on 2 cores; a Pi is slower).
+			every = max(specSaveInterval, 10*n.saveSpec())
 			saved = time.Now()
 		}
 		// During a burst of writes take one delta every 50 ms at most
@@ -315,17 +319,19 @@ func (n *Node) fetchSpec(gw string) (sp *consensus.Spec, raw []byte, err error) 
 }
 
 // saveSpec writes this edge's spec copy to the data dir if it changed since
-// the last save. Deltas arrive many a second during a burst of writes; the
-// copy on disk lags by at most specSaveInterval (a node restarted from it
+// the last save, and says how long that took. Deltas arrive many a second
+// during a burst of writes; the copy on disk lags by specSaveInterval, or
+// ten times the last save if that is longer (a node restarted from it
 // catches up by a delta).
-func (n *Node) saveSpec() {
+func (n *Node) saveSpec() time.Duration {
 	n.specMu.Lock()
 	sp, dirty := n.spec, n.specDirty
 	n.specDirty = false
 	n.specMu.Unlock()
 	if !dirty || sp == nil {
-		return
+		return 0
 	}
+	start := time.Now()
 	b, err := json.Marshal(sp)
 	if err == nil {
 		err = n.dir.write(fileSpec, b, 0o600)
@@ -336,6 +342,7 @@ func (n *Node) saveSpec() {
 		n.specDirty = true
 		n.specMu.Unlock()
 	}
+	return time.Since(start)
 }
 
 // apply commits a command through the leader: locally when this node leads,
