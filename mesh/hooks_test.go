@@ -168,3 +168,65 @@ func TestRecordMessages(t *testing.T) {
 	d.NotifyMsg([]byte{msgRecord, 0, 0, 0, 0, 0, 0, 0, 1, 200, 'x'}) // name longer than the message
 	d.NotifyMsg([]byte{9, '{'})                                      // unknown type
 }
+
+// A copy of a record this node holds is dropped on its header, without
+// decoding (no allocation); a newer record of a node replaces the older
+// one in the broadcast queue.
+func TestRecordCopiesCostNothingAndNewerReplacesQueued(t *testing.T) {
+	m := newMesh(Config{RetransmitMult: DefaultRetransmitMult}, Identity{Name: "a", Role: "gateway"}, Health{State: StateReady})
+	d := &delegate{m}
+	b := Record{Identity: Identity{Name: "b", Role: "sensor"}, Health: Health{State: StateReady}, Seq: 10}
+	msg := recordMsg(&b)
+	d.NotifyMsg(msg)
+	if allocs := testing.AllocsPerRun(100, func() { d.NotifyMsg(msg) }); allocs != 0 {
+		t.Errorf("a copy of a held record cost %v allocations; want 0 (dropped on its header)", allocs)
+	}
+	b.Seq = 11
+	d.NotifyMsg(recordMsg(&b))
+	out := m.queue.GetBroadcasts(0, 1<<16)
+	if m.queue.NumQueued() != 1 || len(out) != 1 || !bytes.Equal(out[0], recordMsg(&b)) {
+		t.Fatalf("queue holds %d broadcasts (%d sent); want only b's record with Seq 11", m.queue.NumQueued(), len(out))
+	}
+}
+
+// Records go out with their header only while every live peer reads it
+// (memberlist's delegate protocol maximum); an agent from before the
+// header gets JSON records, until it is gone.
+func TestRecordFormatFollowsPeers(t *testing.T) {
+	m := newMesh(Config{RetransmitMult: DefaultRetransmitMult}, Identity{Name: "a", Role: "gateway"}, Health{State: StateReady})
+	e := &events{m}
+	node := func(name string, dmax uint8, state memberlist.NodeStateType) *memberlist.Node {
+		return &memberlist.Node{Name: name, Addr: net.ParseIP("127.0.0.1"), Port: 7946, State: state, DMax: dmax}
+	}
+	sent := func() byte {
+		m.Update(Health{State: StateReady})
+		for _, b := range m.queue.GetBroadcasts(0, 1<<16) {
+			if bytes.Contains(b, []byte(`"name":"a"`)) {
+				return b[0]
+			}
+		}
+		t.Fatal("this node's record is not queued")
+		return 0
+	}
+	e.NotifyJoin(node("a", protoRecordHeader, memberlist.StateAlive))
+	e.NotifyJoin(node("new", protoRecordHeader, memberlist.StateAlive))
+	if f := sent(); f != msgRecord {
+		t.Fatalf("all peers read headers: sent format %d", f)
+	}
+	e.NotifyJoin(node("old", 0, memberlist.StateAlive))
+	// A record of the old agent arriving must not lose what it reads.
+	d := &delegate{m}
+	d.NotifyMsg(append([]byte{msgRecordJSON}, (&Record{Identity: Identity{Name: "old"}, Seq: 5}).encode()...))
+	if f := sent(); f != msgRecordJSON {
+		t.Fatalf("an old agent is in the mesh: sent format %d", f)
+	}
+	e.NotifyUpdate(node("old", protoRecordHeader, memberlist.StateAlive)) // upgraded in place
+	if f := sent(); f != msgRecord {
+		t.Fatalf("the old agent upgraded: sent format %d", f)
+	}
+	e.NotifyUpdate(node("old", 0, memberlist.StateAlive))
+	e.NotifyLeave(node("old", 0, memberlist.StateLeft))
+	if f := sent(); f != msgRecord {
+		t.Fatalf("the old agent left: sent format %d", f)
+	}
+}

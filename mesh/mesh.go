@@ -132,15 +132,20 @@ type Mesh struct {
 	addr    string // advertised gossip address
 	// numNodes counts live members, for the broadcast queue's retransmit limit.
 	numNodes atomic.Int64
+	// legacy counts live peers that read only JSON records (agents built
+	// before protoRecordHeader); while there are any, records go out as
+	// JSON (see outgoing).
+	legacy atomic.Int64
 
 	mu      sync.RWMutex
 	local   Record
 	members map[string]*Member
 	subs    []chan struct{}
-	// held counts, per member, failed verdicts held back until the
-	// suspicion floor (holdFailure); a NotifyJoin bumps it, which cancels
-	// the verdict in flight.
+	// held is, per member, the generation of its last event: a failed
+	// verdict held back until the suspicion floor (holdFailure) applies
+	// only if no event (a NotifyJoin) came since.
 	held map[string]uint64
+	gen  uint64 // the last generation handed out (never reused, even after Forget)
 	// after runs f after d (time.AfterFunc; tests take the call).
 	after func(d time.Duration, f func())
 }
@@ -192,6 +197,11 @@ func New(cfg Config, id Identity, h Health) (*Mesh, error) {
 	// members in one process, enough to starve their probes into false
 	// failures; records are small JSON and fit a packet either way.
 	mc.EnableCompression = false
+	// The delegate protocol announces which record format this agent
+	// reads. The current version stays 0: memberlist refuses a member whose
+	// current version passes another's maximum, and agents before the
+	// record header announce 0 for both.
+	mc.DelegateProtocolMin, mc.DelegateProtocolVersion, mc.DelegateProtocolMax = 0, 0, protoRecordHeader
 	mc.Logger = stdlog
 	mc.Delegate = &delegate{m}
 	mc.Events = &events{m}
@@ -273,7 +283,7 @@ func (m *Mesh) Update(h Health) {
 }
 
 func (m *Mesh) broadcast(rec Record) {
-	m.queue.QueueBroadcast(&recordBroadcast{name: rec.Name, msg: recordMsg(&rec)})
+	m.queue.QueueBroadcast(&recordBroadcast{name: rec.Name, msg: m.outgoing(&rec)})
 }
 
 // Leave announces a graceful departure with reason, then leaves.
@@ -285,7 +295,7 @@ func (m *Mesh) Leave(reason string, timeout time.Duration) error {
 	m.mu.Unlock()
 	// Tell peers directly (reliable, TCP) so the reason is not lost in the
 	// race with the leave message itself.
-	msg := recordMsg(&rec)
+	msg := m.outgoing(&rec)
 	for _, mb := range m.Members() {
 		if mb.Name == rec.Name || !mb.Alive {
 			continue
@@ -423,7 +433,7 @@ func (m *Mesh) merge(r *Record) bool {
 	// does (NotifyJoin), whether it comes before or after the record.
 	mb := &Member{Record: *r, LastSeen: time.Now()}
 	if ok {
-		mb.Alive = old.Alive
+		mb.Alive, mb.proto = old.Alive, old.proto
 		mb.Gossip = old.Gossip
 		mb.OfflineReason = old.OfflineReason
 		if !old.Alive && r.Leaving == "" {
@@ -450,19 +460,20 @@ func (m *Mesh) setAlive(n *memberlist.Node, alive bool) {
 		m.members[n.Name] = mb
 	}
 	mb.Gossip = gossip
-	m.held[n.Name]++ // any news about the member cancels a verdict held back
+	m.gen++
+	m.held[n.Name] = m.gen // any news about the member cancels a verdict held back
 	switch {
 	case alive:
 		if !mb.Alive {
 			m.numNodes.Add(1)
 		}
-		mb.Alive = true
+		m.setAliveLocked(mb, true, n.DMax)
 		mb.OfflineReason = ""
 		mb.LastSeen = time.Now()
 	case n.Name == m.local.Name:
 	case failed && mb.Leaving == "" && hold > 0:
-		gen := m.held[n.Name]
-		m.after(hold, func() { m.markOffline(n.Name, gen) })
+		name, gen := n.Name, m.gen
+		m.after(hold, func() { m.markOffline(name, gen) })
 		m.mu.Unlock()
 		return
 	default:
@@ -503,7 +514,7 @@ func (m *Mesh) offlineLocked(mb *Member, left bool) {
 	if mb.Alive {
 		m.numNodes.Add(-1)
 	}
-	mb.Alive = false
+	m.setAliveLocked(mb, false, mb.proto)
 	switch {
 	case mb.Leaving != "":
 		mb.OfflineReason = "left: " + mb.Leaving
@@ -514,6 +525,29 @@ func (m *Mesh) offlineLocked(mb *Member, left bool) {
 	}
 }
 
+// setAliveLocked sets a member's liveness and record format, keeping the
+// count of live peers that read only JSON records; m.mu is held.
+func (m *Mesh) setAliveLocked(mb *Member, alive bool, proto uint8) {
+	legacy := func() bool { return mb.Name != m.local.Name && mb.Alive && mb.proto < protoRecordHeader }
+	if legacy() {
+		m.legacy.Add(-1)
+	}
+	mb.Alive, mb.proto = alive, proto
+	if legacy() {
+		m.legacy.Add(1)
+	}
+}
+
+// outgoing is r as this node sends it: with the header, unless a live peer
+// reads only JSON records.
+func (m *Mesh) outgoing(r *Record) []byte {
+	if m.legacy.Load() > 0 {
+		js := r.encode()
+		return append(append(make([]byte, 0, 1+len(js)), msgRecordJSON), js...)
+	}
+	return recordMsg(r)
+}
+
 // Record messages. A record heard by gossip is mostly one this node already
 // has: every node rebroadcasts news (invariant 5), so each record arrives
 // about RetransmitMult x log10(N) times. msgRecord puts the sender's name
@@ -521,12 +555,16 @@ func (m *Mesh) offlineLocked(mb *Member, left bool) {
 // them (at N = 100 in one process, decoding them all was the largest
 // cost of the mesh after memberlist itself).
 const (
-	// msgRecordJSON is the record alone, as JSON (agents built before
-	// 2026-11-29 send it; still accepted).
+	// msgRecordJSON is the record alone, as JSON: all that agents built
+	// before 2026-11-29 read and send, so it is still read, and sent while
+	// such an agent is in the mesh (mixed versions during an upgrade).
 	msgRecordJSON byte = 1
 	// msgRecord is Seq (8 bytes, big-endian), the name's length (1 byte),
 	// the name, then the record as JSON.
 	msgRecord byte = 2
+	// protoRecordHeader is the delegate protocol version of agents that
+	// read msgRecord.
+	protoRecordHeader uint8 = 2
 )
 
 func recordMsg(r *Record) []byte {
@@ -563,24 +601,28 @@ func (d *delegate) NotifyMsg(b []byte) {
 	if len(b) < 2 {
 		return
 	}
-	var r Record
+	var seq uint64
+	var name []byte
+	body := b[1:]
 	switch b[0] {
 	case msgRecord:
 		if len(b) < 10 || len(b) < 10+int(b[9]) {
 			return
 		}
-		seq, name := binary.BigEndian.Uint64(b[1:9]), b[10:10+int(b[9])]
+		seq, name = binary.BigEndian.Uint64(b[1:9]), b[10:10+int(b[9])]
 		if !d.m.isNews(name, seq) {
 			return
 		}
-		if err := json.Unmarshal(b[10+len(name):], &r); err != nil || r.Name != string(name) || r.Seq != seq {
-			return
-		}
+		body = b[10+len(name):]
 	case msgRecordJSON:
-		if err := json.Unmarshal(b[1:], &r); err != nil {
-			return
-		}
 	default:
+		return
+	}
+	var r Record // declared here: it escapes, and copies never get this far
+	if err := json.Unmarshal(body, &r); err != nil {
+		return
+	}
+	if b[0] == msgRecord && (r.Name != string(name) || r.Seq != seq) {
 		return
 	}
 	if !d.m.merge(&r) {
@@ -588,8 +630,8 @@ func (d *delegate) NotifyMsg(b []byte) {
 	}
 	// Rebroadcast news so it spreads epidemically even when the sender's
 	// own retransmissions run out: the message as it came (memberlist
-	// reuses b), or re-encoded from an old sender.
-	if b[0] == msgRecord {
+	// reuses b), or re-encoded when its format is not the one to send.
+	if b[0] == msgRecord && d.m.legacy.Load() == 0 {
 		d.m.queue.QueueBroadcast(&recordBroadcast{name: r.Name, msg: bytes.Clone(b)})
 	} else {
 		d.m.broadcast(r)
@@ -627,7 +669,17 @@ type events struct{ m *Mesh }
 
 func (e *events) NotifyJoin(n *memberlist.Node)   { e.m.setAlive(n, true) }
 func (e *events) NotifyLeave(n *memberlist.Node)  { e.m.setAlive(n, false) }
-func (e *events) NotifyUpdate(n *memberlist.Node) {}
+func (e *events) NotifyUpdate(n *memberlist.Node) { e.m.updateProto(n) }
+
+// updateProto takes a member's new delegate protocol (an agent restarted
+// with another version at the same name).
+func (m *Mesh) updateProto(n *memberlist.Node) {
+	m.mu.Lock()
+	if mb, ok := m.members[n.Name]; ok && mb.Alive {
+		m.setAliveLocked(mb, true, n.DMax)
+	}
+	m.mu.Unlock()
+}
 
 type recordBroadcast struct {
 	name string

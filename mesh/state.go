@@ -99,6 +99,9 @@ type Member struct {
 	OfflineReason string `json:"offline_reason,omitempty"`
 	// Gossip is the member's gossip address.
 	Gossip string `json:"gossip"`
+	// proto is the highest record format the member reads (memberlist's
+	// delegate protocol maximum: protoRecordHeader or 0).
+	proto uint8
 }
 
 // State is the member's state as this node sees it: offline when gossip says

@@ -35,6 +35,10 @@ type transport struct {
 	udp      *net.UDPConn
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
+	// done closes at Shutdown, so a loop blocked handing memberlist a packet
+	// or connection nobody reads (memberlist not started yet, or gone)
+	// gives up.
+	done     chan struct{}
 	shutdown atomic.Bool
 	wg       sync.WaitGroup
 }
@@ -48,7 +52,7 @@ func newTransport(host string, port int, dial func(string) error, logger *log.Lo
 	if ip == nil {
 		return nil, fmt.Errorf("bind address %q is not an IP address", host)
 	}
-	t := &transport{dial: dial, logger: logger, packetCh: make(chan *memberlist.Packet), streamCh: make(chan net.Conn)}
+	t := &transport{dial: dial, logger: logger, packetCh: make(chan *memberlist.Packet), streamCh: make(chan net.Conn), done: make(chan struct{})}
 	for try := 0; ; try++ {
 		tcp, err := net.ListenTCP("tcp", &net.TCPAddr{IP: ip, Port: port})
 		if err != nil {
@@ -142,7 +146,10 @@ func (t *transport) StreamCh() <-chan net.Conn { return t.streamCh }
 
 // Shutdown closes both listeners and waits for their loops.
 func (t *transport) Shutdown() error {
-	t.shutdown.Store(true)
+	if t.shutdown.Swap(true) {
+		return nil
+	}
+	close(t.done)
 	t.tcp.Close()
 	t.udp.Close()
 	t.wg.Wait()
@@ -164,7 +171,12 @@ func (t *transport) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		t.streamCh <- c
+		select {
+		case t.streamCh <- c:
+		case <-t.done:
+			c.Close()
+			return
+		}
 	}
 }
 
@@ -184,6 +196,10 @@ func (t *transport) readLoop() {
 		if n < 1 {
 			continue
 		}
-		t.packetCh <- &memberlist.Packet{Buf: append([]byte(nil), buf[:n]...), From: addr, Timestamp: ts}
+		select {
+		case t.packetCh <- &memberlist.Packet{Buf: append([]byte(nil), buf[:n]...), From: addr, Timestamp: ts}:
+		case <-t.done:
+			return
+		}
 	}
 }

@@ -115,3 +115,26 @@ func TestTransportAdvertiseAddr(t *testing.T) {
 		t.Fatalf("bind to a name: %v; want an error naming it", err)
 	}
 }
+
+// Shutdown returns even when a packet and a connection arrived that nobody
+// took (memberlist not yet reading, as in New's error paths).
+func TestTransportShutdownWithNothingReading(t *testing.T) {
+	tr, err := newTransport("127.0.0.1", 0, nil, log.New(io.Discard, "", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := testTransport(t, nil)
+	other.WriteTo([]byte("unread"), tr.addr())
+	conn, err := other.DialTimeout(tr.addr(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	done := make(chan struct{})
+	go func() { tr.Shutdown(); tr.Shutdown(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown blocked on a packet or connection nobody read")
+	}
+}
