@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -41,8 +42,11 @@ type Config struct {
 	Dir string
 	// Bind is the Raft transport listen address (host:port; port 0 picks one).
 	Bind string
-	// Advertise is the address peers dial; empty means the bound address.
-	Advertise string
+	// Advertise is the address peers dial; empty means the bound address,
+	// with AdvertiseHost in place of an unspecified host (0.0.0.0, which
+	// peers cannot dial).
+	Advertise     string
+	AdvertiseHost string
 	// ServerTLS must require client certificates of the fleet; ClientTLS
 	// presents this node's certificate.
 	ServerTLS, ClientTLS *tls.Config
@@ -170,6 +174,9 @@ func Open(cfg Config) (*Store, error) {
 	adv := cfg.Advertise
 	if adv == "" {
 		adv = ln.Addr().String()
+		if a := ln.Addr().(*net.TCPAddr); a.IP.IsUnspecified() && cfg.AdvertiseHost != "" {
+			adv = net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(a.Port))
+		}
 	}
 	advAddr, err := net.ResolveTCPAddr("tcp", adv)
 	if err != nil {

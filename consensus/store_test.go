@@ -263,3 +263,18 @@ func TestApplyBatchesConcurrentWrites(t *testing.T) {
 	}
 	t.Logf("%d writes in %d Raft entries", n, len(indexes))
 }
+
+// A store listening on every address advertises AdvertiseHost with the port
+// it got: 0.0.0.0 is not an address another gateway can dial.
+func TestUnspecifiedBindAdvertisesHost(t *testing.T) {
+	srv, cli := testTLS(t)
+	s, err := Open(Config{NodeID: "n1", Dir: t.TempDir(), Bind: "0.0.0.0:0", AdvertiseHost: "127.0.0.1", ServerTLS: srv, ClientTLS: cli, Bootstrap: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	host, port, _ := net.SplitHostPort(s.Addr())
+	if host != "127.0.0.1" || port == "0" {
+		t.Fatalf("advertised %s; want 127.0.0.1 and the bound port", s.Addr())
+	}
+}

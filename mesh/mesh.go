@@ -171,6 +171,10 @@ func New(cfg Config, id Identity, h Health) (*Mesh, error) {
 	mc.BindAddr = host
 	mc.BindPort = nt.Port()
 	mc.AdvertiseAddr = host
+	if ip := net.ParseIP(host); ip.IsUnspecified() {
+		// Peers cannot reach 0.0.0.0 (to them it is themselves).
+		mc.AdvertiseAddr = AdvertiseIP()
+	}
 	mc.AdvertisePort = mc.BindPort
 	if cfg.Advertise != "" {
 		ah, ap, err := net.SplitHostPort(cfg.Advertise)

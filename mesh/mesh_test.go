@@ -3,6 +3,7 @@ package mesh
 import (
 	"errors"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -165,4 +166,25 @@ func TestOwnRecordEchoIsNotNews(t *testing.T) {
 	if n := m.queue.NumQueued(); n <= queued {
 		t.Errorf("stale record of us: our record was not rebroadcast")
 	}
+}
+
+// Gossip bound to every address (the agent's default) advertises one of
+// this machine's addresses: peers cannot reach 0.0.0.0.
+func TestUnspecifiedBindAdvertisesAnInterfaceAddress(t *testing.T) {
+	m, err := New(Config{Bind: "0.0.0.0:0"}, Identity{Name: "a", Role: "sensor"}, Health{State: StateReady})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Shutdown()
+	host, _, _ := net.SplitHostPort(m.Addr())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() || host != AdvertiseIP() {
+		t.Fatalf("advertised %s; want %s, an address of this machine", m.Addr(), AdvertiseIP())
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.String() == host {
+			return
+		}
+	}
+	t.Fatalf("advertised %s, which is none of this machine's addresses %v", host, addrs)
 }

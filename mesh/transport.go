@@ -10,8 +10,26 @@ import (
 	"time"
 
 	"github.com/fleetmesh/fleetmesh/node/netgate"
+	"github.com/hashicorp/go-sockaddr"
 	"github.com/hashicorp/memberlist"
 )
+
+// AdvertiseIP is the address to give peers when listening on every address
+// (0.0.0.0, the agent's default): the private address of the interface that
+// holds the default route, as memberlist and Consul pick it, else the first
+// non-loopback IPv4 address, else 127.0.0.1 (a machine with no network).
+func AdvertiseIP() string {
+	if ip, err := sockaddr.GetPrivateIP(); err == nil && ip != "" {
+		return ip
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() {
+			return ipn.IP.String()
+		}
+	}
+	return "127.0.0.1"
+}
 
 // udpRecvBuf is the socket receive buffer asked for (halved until the
 // kernel takes it), as memberlist's NetTransport does: gossip arrives in

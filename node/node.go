@@ -196,6 +196,16 @@ func portOf(addr string) int {
 	return v
 }
 
+// advertiseHost is the host to advertise for a listener on every address:
+// the gossip bind's host if it is a specific one, else mesh.AdvertiseIP.
+func advertiseHost(gossipBind string) string {
+	gh, _, _ := net.SplitHostPort(gossipBind)
+	if gip := net.ParseIP(gh); gip != nil && !gip.IsUnspecified() {
+		return gh
+	}
+	return mesh.AdvertiseIP()
+}
+
 // advertised picks the address peers should use for a listener.
 func advertised(override, bound, gossipBind string) string {
 	if override != "" {
@@ -203,25 +213,9 @@ func advertised(override, bound, gossipBind string) string {
 	}
 	host, port, _ := net.SplitHostPort(bound)
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-		gh, _, _ := net.SplitHostPort(gossipBind)
-		if gip := net.ParseIP(gh); gip != nil && !gip.IsUnspecified() {
-			return net.JoinHostPort(gh, port)
-		}
-		if ip := firstPrivateIP(); ip != "" {
-			return net.JoinHostPort(ip, port)
-		}
+		return net.JoinHostPort(advertiseHost(gossipBind), port)
 	}
 	return bound
-}
-
-func firstPrivateIP() string {
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() {
-			return ipn.IP.String()
-		}
-	}
-	return "127.0.0.1"
 }
 
 func hostIPs(addrs ...string) []net.IP {
@@ -330,6 +324,7 @@ func (n *Node) openStore(bootstrap bool, rememberedPort int) error {
 	rc.Dir = n.dir.file(dirRaft)
 	rc.Bind = withPort(n.cfg.RaftBind, rememberedPort)
 	rc.Advertise = ""
+	rc.AdvertiseHost = advertiseHost(n.cfg.Bind)
 	rc.ServerTLS = n.id.MutualServerTLS()
 	rc.ClientTLS = n.id.ClientTLS()
 	rc.Dial = n.cfg.Dial
