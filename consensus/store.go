@@ -194,7 +194,10 @@ func Open(cfg Config) (*Store, error) {
 	// Raft log that snapshots truncate has many free pages, and writing
 	// their list on every commit made each write ~10% slower.
 	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db"),
-		BoltOptions: &bbolt.Options{NoFreelistSync: true, FreelistType: bbolt.FreelistMapType}})
+		BoltOptions: &bbolt.Options{NoFreelistSync: true, FreelistType: bbolt.FreelistMapType, Timeout: boltLockTimeout}})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		err = fmt.Errorf("another process has it open (waited %v for its lock)", boltLockTimeout)
+	}
 	if err != nil {
 		s.trans.Close()
 		return nil, fmt.Errorf("consensus: open raft.db: %w", err)
@@ -304,6 +307,10 @@ type pendingApply struct {
 	data []byte
 	done chan Result
 }
+
+// boltLockTimeout bounds the wait for raft.db's file lock: a second process
+// on the same data dir gets an error rather than hanging.
+const boltLockTimeout = 2 * time.Second
 
 // logCacheSize is how many recent log entries Raft keeps in memory (as
 // Consul and Nomad do): the leader replicates each new entry from memory

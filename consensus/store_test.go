@@ -10,6 +10,7 @@ import (
 	"net"
 	"reflect"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -276,5 +277,22 @@ func TestUnspecifiedBindAdvertisesHost(t *testing.T) {
 	host, port, _ := net.SplitHostPort(s.Addr())
 	if host != "127.0.0.1" || port == "0" {
 		t.Fatalf("advertised %s; want 127.0.0.1 and the bound port", s.Addr())
+	}
+}
+
+// A second store on the same data dir (another process with the file)
+// fails with an error that says so, rather than waiting forever for
+// raft.db's lock; the first keeps working.
+func TestSecondStoreOnSameDirFails(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, true)
+	defer s.Close()
+	srv, cli := testTLS(t)
+	_, err := Open(Config{NodeID: "n1", Dir: dir, Bind: "127.0.0.1:0", ServerTLS: srv, ClientTLS: cli})
+	if err == nil || !strings.Contains(err.Error(), "raft.db") || !strings.Contains(err.Error(), "another process") {
+		t.Fatalf("second store on %s: %v; want an error naming raft.db and its lock", dir, err)
+	}
+	if !s.IsLeader() {
+		t.Fatal("the first store lost leadership")
 	}
 }
