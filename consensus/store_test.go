@@ -9,8 +9,8 @@ import (
 	"io"
 	"net"
 	"reflect"
-	"sync"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
