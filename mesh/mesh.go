@@ -468,9 +468,6 @@ func (m *Mesh) setAlive(n *memberlist.Node, alive bool) {
 	m.held[n.Name] = m.gen // any news about the member cancels a verdict held back
 	switch {
 	case alive:
-		if !mb.Alive {
-			m.numNodes.Add(1)
-		}
 		m.setAliveLocked(mb, true, n.DMax)
 		mb.OfflineReason = ""
 		mb.LastSeen = time.Now()
@@ -515,9 +512,6 @@ func (m *Mesh) markOffline(name string, gen uint64) {
 
 // offlineLocked marks mb offline with its reason; m.mu is held.
 func (m *Mesh) offlineLocked(mb *Member, left bool) {
-	if mb.Alive {
-		m.numNodes.Add(-1)
-	}
 	m.setAliveLocked(mb, false, mb.proto)
 	switch {
 	case mb.Leaving != "":
@@ -529,9 +523,16 @@ func (m *Mesh) offlineLocked(mb *Member, left bool) {
 	}
 }
 
-// setAliveLocked sets a member's liveness and record format, keeping the
-// count of live peers that read only JSON records; m.mu is held.
+// setAliveLocked sets a member's liveness and record format, and keeps the
+// counts derived from them: live members (numNodes) and live peers that
+// read only JSON records (legacy); m.mu is held.
 func (m *Mesh) setAliveLocked(mb *Member, alive bool, proto uint8) {
+	switch {
+	case alive && !mb.Alive:
+		m.numNodes.Add(1)
+	case !alive && mb.Alive:
+		m.numNodes.Add(-1)
+	}
 	legacy := func() bool { return mb.Name != m.local.Name && mb.Alive && mb.proto < protoRecordHeader }
 	if legacy() {
 		m.legacy.Add(-1)
@@ -545,11 +546,7 @@ func (m *Mesh) setAliveLocked(mb *Member, alive bool, proto uint8) {
 // outgoing is r as this node sends it: with the header, unless a live peer
 // reads only JSON records.
 func (m *Mesh) outgoing(r *Record) []byte {
-	if m.legacy.Load() > 0 {
-		js := r.encode()
-		return append(append(make([]byte, 0, 1+len(js)), msgRecordJSON), js...)
-	}
-	return recordMsg(r)
+	return encodeRecordMsg(r, m.legacy.Load() == 0)
 }
 
 // Record messages. A record heard by gossip is mostly one this node already
@@ -571,10 +568,15 @@ const (
 	protoRecordHeader uint8 = 2
 )
 
-func recordMsg(r *Record) []byte {
+// recordMsg is r as a msgRecord (with the header).
+func recordMsg(r *Record) []byte { return encodeRecordMsg(r, true) }
+
+// encodeRecordMsg is r as a msgRecord, or as a msgRecordJSON when header is
+// false or the name does not fit the header's length byte.
+func encodeRecordMsg(r *Record, header bool) []byte {
 	js := r.encode()
-	if len(r.Name) > 255 {
-		return append([]byte{msgRecordJSON}, js...)
+	if !header || len(r.Name) > 255 {
+		return append(append(make([]byte, 0, 1+len(js)), msgRecordJSON), js...)
 	}
 	b := make([]byte, 0, 10+len(r.Name)+len(js))
 	b = append(b, msgRecord)

@@ -14,11 +14,16 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// AdvertiseIP is the address to give peers when listening on every address
+// AdvertiseIP returns the address to give peers when listening on every address
 // (0.0.0.0, the agent's default): the private address of the interface that
 // holds the default route, as memberlist and Consul pick it, else the first
 // non-loopback IPv4 address, else 127.0.0.1 (a machine with no network).
-func AdvertiseIP() string {
+//
+// It is worked out once per process (go-sockaddr runs `ip route` to find
+// the default route), though the agent asks for gossip, Raft and the API.
+var AdvertiseIP = sync.OnceValue(advertiseIP)
+
+func advertiseIP() string {
 	if ip, err := sockaddr.GetPrivateIP(); err == nil && ip != "" {
 		return ip
 	}

@@ -20,7 +20,10 @@ import (
 // what a false offline verdict in a benchmark is diagnosed from.
 var debugLog = func() *os.File {
 	if p := os.Getenv("FLEETMESH_DEBUG_LOG"); p != "" {
-		f, _ := os.Create(p)
+		f, err := os.Create(p)
+		if err != nil {
+			panic("FLEETMESH_DEBUG_LOG: " + err.Error())
+		}
 		return f
 	}
 	return nil
