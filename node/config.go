@@ -173,11 +173,15 @@ func (c *Config) setDefaults() {
 	if c.Bind == "" {
 		c.Bind = "0.0.0.0:7946"
 	}
+	// The API and Raft follow the gossip address's host: other devices
+	// reach the API for spec copies, forwarded writes and joins (a join
+	// token carries it), so it must not default to loopback while gossip
+	// faces the network.
+	host, _, _ := net.SplitHostPort(c.Bind)
 	if c.API == "" {
-		c.API = "127.0.0.1:7400"
+		c.API = net.JoinHostPort(host, "7400")
 	}
 	if c.RaftBind == "" {
-		host, _, _ := net.SplitHostPort(c.Bind)
 		c.RaftBind = net.JoinHostPort(host, "7947")
 	}
 	if c.HealthInterval == 0 {

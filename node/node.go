@@ -178,7 +178,18 @@ func (n *Node) listenAPI(remembered int) error {
 	}
 	n.apiLn = netgate.Listener(ln, n.cfg.Dial)
 	n.apiAddr = advertised(n.cfg.AdvertiseAPI, ln.Addr().String(), n.cfg.Bind)
+	if isLoopback(n.apiAddr) && !isLoopback(net.JoinHostPort(advertiseHost(n.cfg.Bind), "0")) {
+		n.log.Warn("the API is on a loopback address while gossip faces the network: other devices cannot fetch the spec, forward writes or join through this node; set --api (or --advertise-api) to an address they reach",
+			"api", n.apiAddr, "bind", n.cfg.Bind)
+	}
 	return nil
+}
+
+// isLoopback reports whether host:port names a loopback address.
+func isLoopback(addr string) bool {
+	h, _, _ := net.SplitHostPort(addr)
+	ip := net.ParseIP(h)
+	return h == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // withPort replaces a 0 port with a remembered one.

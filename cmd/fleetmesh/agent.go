@@ -146,7 +146,7 @@ func addAgentFlags(cmd *cobra.Command, fl *agentFlags) {
 	f.StringVar(&fl.site, "site", "", "site name")
 	f.StringArrayVar(&fl.labels, "label", nil, "label key=value (repeatable)")
 	f.StringVar(&fl.bind, "bind", "0.0.0.0:7946", "gossip address (a restart keeps the stored one)")
-	f.StringVar(&fl.api, "api", "127.0.0.1:7400", "HTTPS API address (a restart keeps the stored one)")
+	f.StringVar(&fl.api, "api", "", "HTTPS API address (default: gossip host, port 7400; a restart keeps the stored one)")
 	f.StringVar(&fl.advertiseAPI, "advertise-api", "", "API address peers should use (default: derived)")
 	f.StringVar(&fl.raft, "raft", "", "Raft address for gateways (default: gossip host, port 7947)")
 	f.StringVar(&fl.join, "join", "", "join token")
