@@ -190,14 +190,7 @@ func Open(cfg Config) (*Store, error) {
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Output: logwriter.New(cfg.Logger), Level: hclog.Info, DisableTime: true})
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 5 * time.Second, Logger: hl})
 
-	// No freelist on disk (bbolt rebuilds it on open, as etcd runs it): a
-	// Raft log that snapshots truncate has many free pages, and writing
-	// their list on every commit made each write ~10% slower.
-	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db"),
-		BoltOptions: &bbolt.Options{NoFreelistSync: true, FreelistType: bbolt.FreelistMapType, Timeout: boltLockTimeout}})
-	if errors.Is(err, bbolt.ErrTimeout) {
-		err = fmt.Errorf("another process has it open (waited %v for its lock)", boltLockTimeout)
-	}
+	bolt, err := openLogStore(filepath.Join(cfg.Dir, "raft.db"))
 	if err != nil {
 		s.trans.Close()
 		return nil, fmt.Errorf("consensus: open raft.db: %w", err)
@@ -306,6 +299,19 @@ func (s *Store) Apply(ctx context.Context, c *Command) (uint64, error) {
 type pendingApply struct {
 	data []byte
 	done chan Result
+}
+
+// openLogStore opens the Raft log and stable store at path.
+func openLogStore(path string) (*raftboltdb.BoltStore, error) {
+	// No freelist on disk (bbolt rebuilds it on open, as etcd runs it): a
+	// Raft log that snapshots truncate has many free pages, and writing
+	// their list on every commit made each write ~10% slower.
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: path,
+		BoltOptions: &bbolt.Options{NoFreelistSync: true, FreelistType: bbolt.FreelistMapType, Timeout: boltLockTimeout}})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		err = fmt.Errorf("another process has it open (waited %v for its lock)", boltLockTimeout)
+	}
+	return bolt, err
 }
 
 // boltLockTimeout bounds the wait for raft.db's file lock: a second process

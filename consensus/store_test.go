@@ -19,7 +19,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-func testTLS(t *testing.T) (server, client *tls.Config) {
+func testTLS(t testing.TB) (server, client *tls.Config) {
 	t.Helper()
 	ca, err := pki.NewCA("test")
 	if err != nil {
