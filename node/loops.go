@@ -355,10 +355,7 @@ func (n *Node) apply(ctx context.Context, c *consensus.Command) (uint64, error) 
 	if c.Audit == nil {
 		c.Audit = n.auditEntry(ctx, c)
 	}
-	body, err := json.Marshal(c)
-	if err != nil {
-		return 0, err
-	}
+	var body []byte // the command as forwarded, made once if needed
 	deadline := time.Now().Add(writeHold)
 	for {
 		var idx uint64
@@ -368,6 +365,13 @@ func (n *Node) apply(ctx context.Context, c *consensus.Command) (uint64, error) 
 		} else {
 			var leader string
 			leader, err = n.leaderAPI()
+			if err == nil && body == nil {
+				c.Key = nil // the leader makes it; none travels from here
+				body, err = json.Marshal(c)
+				if err != nil {
+					return 0, err
+				}
+			}
 			if err == nil {
 				var out struct{ Index uint64 }
 				err = n.peerCallAs(ctx, http.MethodPost, leader, "/internal/v1/apply", body, &out, callerFrom(ctx))
