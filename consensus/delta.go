@@ -84,6 +84,12 @@ func touched(c *Command, s *Spec) []ref {
 		}
 	case OpRevokeToken:
 		return []ref{{secTokens, c.ID}}
+	case OpPruneTokens:
+		r := make([]ref, len(c.IDs))
+		for i, id := range c.IDs {
+			r[i] = ref{secTokens, id}
+		}
+		return r
 	case OpJoin:
 		if c.Join != nil && c.Join.Device != nil {
 			return []ref{{secTokens, c.Join.TokenID}, {secDevices, c.Join.Device.Name}}

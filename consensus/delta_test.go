@@ -31,7 +31,17 @@ func randomCommand(r *rand.Rand, s *Spec, i int) *Command {
 		apps = append(apps, k)
 	}
 	at := time.Unix(1000, 0).Add(time.Duration(i) * time.Second).UTC()
-	switch r.IntN(14) {
+	switch r.IntN(15) {
+	case 14:
+		// Some listed tokens are past retention at Time, some not, one
+		// does not exist.
+		ids := []string{pick(toks)}
+		for _, t := range toks {
+			if r.IntN(3) == 0 {
+				ids = append(ids, t)
+			}
+		}
+		return &Command{Op: OpPruneTokens, Time: at.Add(TokenRetention + time.Duration(r.IntN(3)-1)*time.Hour), IDs: ids}
 	case 0:
 		return &Command{Op: OpCreateToken, Token: &JoinToken{ID: fmt.Sprintf("t%d", i), Hash: "h", Role: "sensor", Expires: at.Add(time.Hour), MaxUses: r.IntN(3)}}
 	case 1:

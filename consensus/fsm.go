@@ -45,7 +45,17 @@ const (
 	OpDeployApp      = "deploy_app"
 	OpRemoveApp      = "remove_app"
 	OpRegisterDevice = "register_device"
+	// OpPruneTokens removes the tokens listed in IDs that expired at least
+	// TokenRetention before the command's Time (the leader proposes it).
+	OpPruneTokens = "prune_tokens"
 )
+
+// TokenRetention is how long a join token stays in the spec after it
+// expires: meanwhile `token list` still shows it and a join with it is
+// refused as expired, not unknown. Then the leader prunes it, so the spec
+// (which every node copies) does not grow with every token ever made. Used-up
+// and revoked tokens go the same way: every token has an expiry.
+const TokenRetention = 7 * 24 * time.Hour
 
 // Command is one change to the spec, as it goes through the Raft log. Time
 // is the proposer's clock; the FSM uses it (never its own clock) so that
@@ -60,6 +70,8 @@ type Command struct {
 	Device   *Device      `json:"device,omitempty"`
 	Operator *Operator    `json:"operator,omitempty"`
 	ID       string       `json:"id,omitempty"`
+	// IDs are the tokens OpPruneTokens removes.
+	IDs []string `json:"ids,omitempty"`
 	// Documents: Kind is apps, rollouts or policies.
 	Kind string          `json:"kind,omitempty"`
 	Doc  json.RawMessage `json:"doc,omitempty"`
@@ -198,6 +210,12 @@ func (f *fsm) apply(c *Command, idx uint64) error {
 		}
 		t := *c.Token
 		s.Tokens[t.ID] = &t
+	case OpPruneTokens:
+		for _, id := range c.IDs {
+			if t, ok := s.Tokens[id]; ok && t.Prunable(c.Time) {
+				delete(s.Tokens, id)
+			}
+		}
 	case OpRevokeToken:
 		t, ok := s.Tokens[c.ID]
 		if !ok {

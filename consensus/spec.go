@@ -93,6 +93,12 @@ type JoinToken struct {
 	Revoked bool `json:"revoked,omitempty"`
 }
 
+// Prunable reports whether the token expired TokenRetention or more before
+// now. A token without an expiry never is.
+func (t *JoinToken) Prunable(now time.Time) bool {
+	return !t.Expires.IsZero() && !now.Before(t.Expires.Add(TokenRetention))
+}
+
 // UsesLeft returns the remaining joins, or -1 for unlimited.
 func (t *JoinToken) UsesLeft() int {
 	if t.MaxUses == 0 {

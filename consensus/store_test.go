@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -294,5 +295,51 @@ func TestSecondStoreOnSameDirFails(t *testing.T) {
 	}
 	if !s.IsLeader() {
 		t.Fatal("the first store lost leadership")
+	}
+}
+
+// Pruning removes exactly the listed tokens that expired TokenRetention or
+// more before the command's time, used up and revoked ones too; it leaves
+// younger ones, tokens without expiry and tokens it was not given, and
+// decides by the command's time alone.
+func TestPruneTokensKeepsRetention(t *testing.T) {
+	f := newFSM()
+	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	if err := applyCmd(t, f, 1, initCmd()); err != nil {
+		t.Fatal(err)
+	}
+	toks := []*JoinToken{
+		{ID: "old", Expires: now.Add(-TokenRetention - time.Hour)},
+		{ID: "old-revoked", Expires: now.Add(-TokenRetention - time.Hour), Revoked: true},
+		{ID: "old-used-up", Expires: now.Add(-TokenRetention), MaxUses: 1, Uses: 1},
+		{ID: "recent", Expires: now.Add(-TokenRetention + time.Minute)},
+		{ID: "live", Expires: now.Add(time.Hour)},
+		{ID: "no-expiry"},
+		{ID: "old-unlisted", Expires: now.Add(-TokenRetention - time.Hour)},
+	}
+	idx := uint64(1)
+	for _, tk := range toks {
+		tk.Hash, tk.Role = "h", "sensor"
+		idx++
+		if err := applyCmd(t, f, idx, &Command{Op: OpCreateToken, Time: now, Token: tk}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idx++
+	err := applyCmd(t, f, idx, &Command{Op: OpPruneTokens, Time: now,
+		IDs: []string{"old", "old-revoked", "old-used-up", "recent", "live", "no-expiry", "missing"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for id := range f.spec.Tokens {
+		left = append(left, id)
+	}
+	slices.Sort(left)
+	if want := []string{"live", "no-expiry", "old-unlisted", "recent"}; !slices.Equal(left, want) {
+		t.Fatalf("tokens left: %v, want %v", left, want)
+	}
+	if f.spec.Version != idx {
+		t.Fatalf("spec version %d after the prune at %d", f.spec.Version, idx)
 	}
 }

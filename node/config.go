@@ -63,6 +63,10 @@ type Config struct {
 	// shorten it, to watch renewal happen.
 	CertLifetime time.Duration
 
+	// Now, if set, is the clock the leader prunes join tokens by (nil:
+	// time.Now). Only tests set it, to make a week pass.
+	Now func() time.Time
+
 	Logger *slog.Logger
 }
 

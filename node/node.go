@@ -69,6 +69,8 @@ type Node struct {
 
 	catchUpMu sync.Mutex // one read-your-write spec fetch at a time
 
+	tokensChecked time.Time // trustLoop's last look for tokens to prune
+
 	specMu sync.RWMutex
 	spec   *consensus.Spec // edges: the local copy, read-only; gateways read the store
 	// specDirty: spec changed (by a delta) since it was last saved.

@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/fleetmesh/fleetmesh/consensus"
 	"github.com/fleetmesh/fleetmesh/node"
 	"github.com/fleetmesh/fleetmesh/node/api"
 	"github.com/fleetmesh/fleetmesh/node/jointoken"
@@ -296,4 +299,58 @@ func TestJoinRetryAfterLocalFailure(t *testing.T) {
 		t.Fatalf("retry: %v", err)
 	}
 	n.Close()
+}
+
+// The leader prunes join tokens a week after they expire, and the removal
+// reaches every node's copy of the spec, edges too (through deltas); a token
+// not expired stays. The clock the leader prunes by is moved; nothing else
+// of the fleet sees the jump. (TestPruneTokensKeepsRetention in consensus
+// checks the retention's edges.)
+func TestExpiredTokensArePrunedEverywhere(t *testing.T) {
+	var skew atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 3, Edges: []testenv.Spec{{Name: "s1", Role: "sensor"}},
+		Tune: func(c *node.Config) { c.Now = clock }})
+	ctx := context.Background()
+	admin := f.Client(f.Leader())
+	short, err := admin.CreateToken(ctx, api.TokenCreateRequest{Role: "sensor", TTL: "1h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, err := admin.CreateToken(ctx, api.TokenCreateRequest{Role: "sensor", TTL: "720h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	has := func(name string) (map[string]bool, error) {
+		ts, err := f.Client(name).Tokens(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m := map[string]bool{}
+		for _, tk := range ts {
+			m[tk.ID] = true
+		}
+		return m, nil
+	}
+	everywhere := func(want map[string]bool) func() error {
+		return func() error {
+			for _, name := range f.Names() {
+				got, err := has(name)
+				if err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				for id, present := range want {
+					if got[id] != present {
+						return fmt.Errorf("%s: token %s present %v, want %v", name, id, got[id], present)
+					}
+				}
+			}
+			return nil
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, everywhere(map[string]bool{short.ID: true, long.ID: true}))
+
+	// A week and a bit after the short one expired: it goes everywhere.
+	skew.Store(int64(time.Hour + consensus.TokenRetention + time.Minute))
+	testenv.Eventually(t, 10*time.Second, everywhere(map[string]bool{short.ID: false, long.ID: true}))
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"net/http"
@@ -118,6 +119,54 @@ func (n *Node) trustLoop() {
 		if n.IsLeader() {
 			n.advanceRotation()
 			n.removeEvictedSeats()
+			n.pruneTokens()
 		}
 	}
+}
+
+// tokenCheckEvery is how often the leader looks for join tokens past
+// retention; maxPrunePerCommand bounds one prune command (and so its Raft
+// entry): a longer backlog goes in several.
+const (
+	tokenCheckEvery    = time.Minute
+	maxPrunePerCommand = 1000
+)
+
+// pruneTokens, on the leader, removes the join tokens that expired more
+// than consensus.TokenRetention ago, so the spec every node copies does not
+// grow with every token ever made.
+func (n *Node) pruneTokens() {
+	now := time.Now
+	if n.cfg.Now != nil {
+		now = n.cfg.Now
+	}
+	at := now().UTC()
+	if at.Sub(n.tokensChecked) < tokenCheckEvery {
+		return
+	}
+	n.tokensChecked = at
+	var ids []string
+	n.withSpec(func(s *consensus.Spec) {
+		for id, t := range s.Tokens {
+			if len(ids) < maxPrunePerCommand && t.Prunable(at) {
+				ids = append(ids, id)
+			}
+		}
+	})
+	if len(ids) == 0 {
+		return
+	}
+	if len(ids) == maxPrunePerCommand {
+		n.tokensChecked = time.Time{} // more to do: look again next round
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+	defer cancel()
+	if _, err := n.store.Apply(ctx, &consensus.Command{Op: consensus.OpPruneTokens, Time: at, IDs: ids}); err != nil {
+		if !errors.Is(err, consensus.ErrNotLeader) {
+			n.log.Warn("pruning expired join tokens failed; will try again", "err", err)
+		}
+		n.tokensChecked = time.Time{}
+		return
+	}
+	n.log.Info("pruned join tokens that expired more than the retention ago", "count", len(ids), "retention", consensus.TokenRetention)
 }
