@@ -26,7 +26,9 @@ import (
 // commit plus the first follower's: no write through Raft on this disk can
 // be faster, so BenchmarkRaft's write-1 minus this is fleetmesh's own cost.
 // FLEETMESH_BENCH_ENTRY_BYTES sets another entry size: bbolt writes more
-// pages per commit for larger entries (deeper tree, more splits).
+// pages per commit for larger entries (deeper tree, more splits). Like every
+// benchmark here it takes its own samples: run it with -benchtime 1x, as
+// `make bench` does (ns/op means nothing).
 func BenchmarkDiskFloor(b *testing.B) {
 	var stores [3]*raftboltdb.BoltStore
 	for i := range stores {
@@ -87,7 +89,8 @@ func BenchmarkDiskFloor(b *testing.B) {
 // in one process (real Raft over mutual TLS on loopback, raft.db in temp
 // dirs on one disk): the Raft share of a write, without HTTP or the rest of
 // a node. Compare with BenchmarkDiskFloor (the disk's share) and the node
-// package's BenchmarkRaft/write-1 (the whole API path).
+// package's BenchmarkRaft/write-1 (the whole API path). Run with
+// -benchtime 1x.
 func BenchmarkApply(b *testing.B) {
 	srv, cli := testTLS(b)
 	var stores []*Store

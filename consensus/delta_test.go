@@ -41,7 +41,11 @@ func randomCommand(r *rand.Rand, s *Spec, i int) *Command {
 				ids = append(ids, t)
 			}
 		}
-		return &Command{Op: OpPruneTokens, Time: at.Add(TokenRetention + time.Duration(r.IntN(3)-1)*time.Hour), IDs: ids}
+		// Token j (made at step j) expires at step j plus an hour, so a
+		// prune at this step k seconds early removes those made up to
+		// step i-k.
+		early := time.Duration(r.IntN(i)) * time.Second
+		return &Command{Op: OpPruneTokens, Time: at.Add(TokenRetention + time.Hour - early), IDs: ids}
 	case 0:
 		return &Command{Op: OpCreateToken, Token: &JoinToken{ID: fmt.Sprintf("t%d", i), Hash: "h", Role: "sensor", Expires: at.Add(time.Hour), MaxUses: r.IntN(3)}}
 	case 1:

@@ -545,6 +545,9 @@ func (s *Store) notify() {
 	}
 }
 
+// LastIndex is the index of the last entry in this member's Raft log.
+func (s *Store) LastIndex() uint64 { return s.raft.LastIndex() }
+
 // IsLeader reports whether this node is the leader.
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
 

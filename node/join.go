@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/subtle"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -285,9 +286,24 @@ func (n *Node) processJoin(w http.ResponseWriter, r *http.Request, req *api.Join
 		writeError(w, http.StatusBadRequest, fmt.Errorf("csr: %w", err))
 		return
 	}
+	// Only a holder of a real token's secret gets as far as the Raft log:
+	// anyone can reach /v1/join, and each proposal is an fsync on a
+	// majority of gateways. The FSM decides the rest (expiry, uses, role)
+	// and checks the token again.
+	hash := jointoken.HashSecret(req.TokenID, req.Secret)
+	var known bool
+	n.store.View(func(s *consensus.Spec) {
+		t, ok := s.Tokens[req.TokenID]
+		known = ok && subtle.ConstantTimeCompare([]byte(t.Hash), []byte(hash)) == 1
+	})
+	if !known {
+		n.log.Info("join refused", "device", req.Name, "token_id", req.TokenID, "reason", consensus.ErrTokenUnknown)
+		writeErr(w, consensus.ErrTokenUnknown)
+		return
+	}
 	serial := pki.NewSerial() // recorded with the device, so eviction can revoke it
 	cmd := &consensus.Command{Op: consensus.OpJoin, Join: &consensus.JoinCommand{
-		TokenID: req.TokenID, TokenHash: jointoken.HashSecret(req.TokenID, req.Secret),
+		TokenID: req.TokenID, TokenHash: hash,
 		Device: &consensus.Device{Name: req.Name, Role: req.Role, Site: req.Site, Labels: req.Labels, CertSerial: serial.Text(16), KeyID: keyID},
 	}}
 	idx, err := n.store.Apply(r.Context(), cmd)

@@ -180,8 +180,11 @@ func (n *Node) listenAPI(remembered int) error {
 	}
 	n.apiLn = netgate.Listener(ln, n.cfg.Dial)
 	n.apiAddr = advertised(n.cfg.AdvertiseAPI, ln.Addr().String(), n.cfg.Bind)
-	if isLoopback(n.apiAddr) && !isLoopback(net.JoinHostPort(advertiseHost(n.cfg.Bind), "0")) {
-		n.log.Warn("the API is on a loopback address while gossip faces the network: other devices cannot fetch the spec, forward writes or join through this node; set --api (or --advertise-api) to an address they reach",
+	if n.isGatewayRole() && isLoopback(n.apiAddr) && !isLoopback(net.JoinHostPort(advertiseHost(n.cfg.Bind), "0")) {
+		// Other devices join, copy the spec and forward writes through a
+		// gateway's API. (A data dir from before the API followed the
+		// gossip host may have stored 127.0.0.1:7400.)
+		n.log.Warn("this gateway's API is on a loopback address while gossip faces the network: other devices cannot join, copy the spec or forward writes through it; start it once with --api HOST:7400 (or --advertise-api) at an address they reach, and the data dir keeps it",
 			"api", n.apiAddr, "bind", n.cfg.Bind)
 	}
 	return nil

@@ -602,8 +602,9 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &c) {
 		return
 	}
-	if c.Op == consensus.OpInit {
-		writeError(w, http.StatusForbidden, errors.New("init cannot be forwarded"))
+	if c.Op == consensus.OpInit || c.Op == consensus.OpPruneTokens {
+		// Leader-made only: init once, pruning by the leader's own clock.
+		writeError(w, http.StatusForbidden, fmt.Errorf("%s cannot be forwarded", c.Op))
 		return
 	}
 	if !n.IsLeader() {

@@ -86,7 +86,10 @@ func TestJoinTokensRefused(t *testing.T) {
 	_, err = f.Join(testenv.Spec{Name: "s-role", Role: "sensor"}, gwTok.Token)
 	wantRefused(t, err, "another role")
 
-	// Unknown: right fleet, right format, made-up id and secret.
+	// Unknown: right fleet, right format, made-up id and secret. Neither
+	// this nor a wrong secret reaches the Raft log: anyone can call
+	// /v1/join, and a log entry costs every gateway an fsync.
+	logLen := f.Member("gw1").Node.Store().LastIndex()
 	good := mustParse(t, gwTok.Token)
 	fake, err := jointoken.New(good.Pin, good.Addrs)
 	if err != nil {
@@ -101,6 +104,9 @@ func TestJoinTokensRefused(t *testing.T) {
 	wrong.Secret = fake.Secret
 	_, err = f.Join(testenv.Spec{Name: "s-wrong", Role: "gateway"}, wrong.String())
 	wantRefused(t, err, "unknown")
+	if after := f.Member("gw1").Node.Store().LastIndex(); after != logLen {
+		t.Errorf("joins with unknown tokens grew the Raft log from index %d to %d", logLen, after)
+	}
 
 	// Malformed: refused before any network traffic.
 	for _, bad := range []string{"fm1:", "garbage", "fm1:abc.def@x@y", good.String() + "@extra"} {

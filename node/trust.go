@@ -132,8 +132,8 @@ const (
 	maxPrunePerCommand = 1000
 )
 
-// pruneTokens, on the leader, removes the join tokens that expired more
-// than consensus.TokenRetention ago, so the spec every node copies does not
+// pruneTokens, on the leader, removes the join tokens that expired
+// consensus.TokenRetention ago or longer, so the spec every node copies does not
 // grow with every token ever made.
 func (n *Node) pruneTokens() {
 	now := time.Now
@@ -141,8 +141,8 @@ func (n *Node) pruneTokens() {
 		now = n.cfg.Now
 	}
 	at := now().UTC()
-	if at.Sub(n.tokensChecked) < tokenCheckEvery {
-		return
+	if d := at.Sub(n.tokensChecked); d >= 0 && d < tokenCheckEvery {
+		return // (a clock set back makes d negative: look now)
 	}
 	n.tokensChecked = at
 	var ids []string

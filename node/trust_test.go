@@ -114,6 +114,21 @@ func TestNoFleetCertificateNoEntry(t *testing.T) {
 	if res.StatusCode != 401 || !strings.Contains(string(b), "admin operator credential") {
 		t.Errorf("edge certificate writing alone: %d %s", res.StatusCode, b)
 	}
+
+	// Even a gateway cannot forward the leader's own ops: a prune dated in
+	// the future would delete live tokens.
+	gw := &http.Client{Transport: &http.Transport{TLSClientConfig: nodeTLS(t, f.Member("gw1").DataDir)}}
+	for _, op := range []string{`{"op":"prune_tokens","time":"2100-01-01T00:00:00Z","ids":["x"]}`, `{"op":"init"}`} {
+		res, err := gw.Post("https://"+f.Member("gw1").Node.APIAddr()+"/internal/v1/apply", "application/json", strings.NewReader(op))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 403 || !strings.Contains(string(b), "cannot be forwarded") {
+			t.Errorf("gateway forwarding %s: %d %s", op, res.StatusCode, b)
+		}
+	}
 }
 
 // 4. After keys rotate, all members keep talking and the old key is
