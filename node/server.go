@@ -611,7 +611,16 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("%w: %s is not the leader", consensus.ErrNotLeader, n.state.Name))
 		return
 	}
-	if op, ok := r.Context().Value(verifiedOperatorKey{}).(*consensus.Operator); ok && c.Audit != nil {
+	if op, ok := r.Context().Value(verifiedOperatorKey{}).(*consensus.Operator); ok {
+		// The audit entry names the operator the leader verified, whatever
+		// the forwarding node said; a forwarded operator write without one
+		// gets one here.
+		if c.Audit == nil {
+			c.Audit = &consensus.AuditEntry{Method: r.Method, Path: r.URL.Path, Summary: c.Op, Remote: r.RemoteAddr}
+			if peer := peerCert(r); peer != nil {
+				c.Audit.Via = peer.Subject.CommonName
+			}
+		}
 		c.Audit.OperatorID, c.Audit.OperatorName, c.Audit.Role = op.ID, op.Name, op.Role
 	}
 	idx, err := n.store.Apply(r.Context(), &c)

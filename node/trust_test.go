@@ -115,6 +115,33 @@ func TestNoFleetCertificateNoEntry(t *testing.T) {
 		t.Errorf("edge certificate writing alone: %d %s", res.StatusCode, b)
 	}
 
+	// With the admin credential, the edge's forwarded write goes through and
+	// is audited under the operator the leader verified, though the body
+	// brought no audit entry.
+	req, _ := http.NewRequest(http.MethodPost, "https://"+f.Member("gw1").Node.APIAddr()+"/internal/v1/apply",
+		strings.NewReader(`{"op":"create_token","token":{"id":"fwd0123456789abc","hash":"x","role":"sensor"}}`))
+	req.Header.Set("Authorization", "Bearer "+f.Admin)
+	res, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("edge forwarding with the admin credential: %d %s", res.StatusCode, b)
+	}
+	log, err := f.Client("gw1").Audit(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var audited bool
+	for _, e := range log {
+		audited = audited || (e.Summary == "create_token" && e.OperatorID != "" && e.Via == "s1" && e.Result == "ok")
+	}
+	if !audited {
+		t.Errorf("forwarded write without an audit entry was not audited: %+v", log)
+	}
+
 	// Even a gateway cannot forward the leader's own ops: a prune dated in
 	// the future would delete live tokens.
 	gw := &http.Client{Transport: &http.Transport{TLSClientConfig: nodeTLS(t, f.Member("gw1").DataDir)}}
