@@ -50,6 +50,21 @@ const (
 	OpPruneTokens = "prune_tokens"
 )
 
+// FSMLevel is the newest set of commands this binary's FSM applies. A
+// gateway gossips it, and a command of a higher level than some Raft
+// server's binary applies is not proposed (see OpLevel): that server would
+// refuse it and its spec would part from the others'. Level 0 is every
+// command up to batched entries; 1 adds prune_tokens.
+const FSMLevel = 1
+
+// OpLevel is the FSM level that first applies op.
+func OpLevel(op string) int {
+	if op == OpPruneTokens {
+		return 1
+	}
+	return 0
+}
+
 // TokenRetention is how long a join token stays in the spec after it
 // expires: meanwhile `token list` still shows it and a join with it is
 // refused as expired, not unknown. Then the leader prunes it, so the spec

@@ -29,6 +29,9 @@ type Identity struct {
 	API     string            `json:"api"`
 	Raft    string            `json:"raft,omitempty"`
 	Version string            `json:"version"`
+	// FSM is, on a gateway, the newest set of Raft commands its binary
+	// applies (consensus.FSMLevel); absent (0) from older binaries.
+	FSM int `json:"fsm,omitempty"`
 }
 
 // Health is a node's compact health summary.

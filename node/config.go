@@ -66,6 +66,9 @@ type Config struct {
 	// Now, if set, is the clock the leader prunes join tokens by (nil:
 	// time.Now). Only tests set it, to make a week pass.
 	Now func() time.Time
+	// OldFSM makes a gateway gossip no FSM level, as binaries from before
+	// consensus.FSMLevel did. Only tests set it, to play a mixed fleet.
+	OldFSM bool
 
 	Logger *slog.Logger
 }

@@ -383,8 +383,33 @@ func (n *Node) identity() mesh.Identity {
 	id := mesh.Identity{Name: n.state.Name, Role: n.state.Role, Site: n.state.Site, Labels: n.state.Labels, API: n.apiAddr, Version: Version}
 	if n.store != nil {
 		id.Raft = n.store.Addr()
+		id.FSM = consensus.FSMLevel
+		if n.cfg.OldFSM {
+			id.FSM = 0
+		}
 	}
 	return id
+}
+
+// raftFSMLevel is the newest FSM level every Raft server applies, by what
+// each gossips (a server this node has not heard of counts as level 0).
+func (n *Node) raftFSMLevel() int {
+	servers, err := n.store.Servers()
+	if err != nil {
+		return 0
+	}
+	level := consensus.FSMLevel
+	for _, sv := range servers {
+		m, ok := n.mesh.Member(sv.ID)
+		if !ok {
+			return 0
+		}
+		if sv.ID == n.state.Name {
+			m.FSM = n.identity().FSM
+		}
+		level = min(level, m.FSM)
+	}
+	return level
 }
 
 func (n *Node) saveState() error {

@@ -307,16 +307,23 @@ func TestJoinRetryAfterLocalFailure(t *testing.T) {
 	n.Close()
 }
 
-// The leader prunes join tokens a week after they expire, and the removal
-// reaches every node's copy of the spec, edges too (through deltas); a token
-// not expired stays. The clock the leader prunes by is moved; nothing else
+// The leader prunes join tokens a week after they expire, once every
+// gateway's binary can apply the prune, and the removal reaches every node's
+// copy of the spec, edges too; a token not expired stays. The clock the leader prunes by is moved; nothing else
 // of the fleet sees the jump. (TestPruneTokensKeepsRetention in consensus
 // checks the retention's edges.)
 func TestExpiredTokensArePrunedEverywhere(t *testing.T) {
 	var skew atomic.Int64
+	var gw3Old atomic.Bool
+	gw3Old.Store(true)
 	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	logs := &syncBuffer{}
 	f := testenv.NewFleet(t, testenv.Options{Gateways: 3, Edges: []testenv.Spec{{Name: "s1", Role: "sensor"}},
-		Tune: func(c *node.Config) { c.Now = clock }})
+		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Tune: func(c *node.Config) {
+			c.Now = clock
+			c.OldFSM = c.Name == "gw3" && gw3Old.Load()
+		}})
 	ctx := context.Background()
 	admin := f.Client(f.Leader())
 	short, err := admin.CreateToken(ctx, api.TokenCreateRequest{Role: "sensor", TTL: "1h"})
@@ -356,7 +363,31 @@ func TestExpiredTokensArePrunedEverywhere(t *testing.T) {
 	}
 	testenv.Eventually(t, 10*time.Second, everywhere(map[string]bool{short.ID: true, long.ID: true}))
 
-	// A week and a bit after the short one expired: it goes everywhere.
+	// A week and a bit after the short one expired, but gw3 runs a binary
+	// too old to apply a prune (it gossips no FSM level): the leader waits
+	// rather than part gw3's spec from the others'.
 	skew.Store(int64(time.Hour + consensus.TokenRetention + time.Minute))
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(logs.String(), "wait for every gateway to run a binary that prunes them") {
+			return errorf("the leader has not looked yet")
+		}
+		return nil
+	})
+	if err := everywhere(map[string]bool{short.ID: true, long.ID: true})(); err != nil {
+		t.Fatalf("pruned while a gateway could not apply it: %v", err)
+	}
+
+	// gw3 upgraded: at the leader's next look the token goes everywhere.
+	gw3Old.Store(false)
+	f.Stop("gw3")
+	f.Restart("gw3")
+	testenv.Eventually(t, 10*time.Second, func() error {
+		m, ok := f.Member(f.Leader()).Node.Mesh().Member("gw3")
+		if !ok || !m.Alive || m.FSM != consensus.FSMLevel {
+			return errorf("the leader does not see gw3's new binary yet")
+		}
+		return nil
+	})
+	skew.Add(int64(2 * time.Minute))
 	testenv.Eventually(t, 10*time.Second, everywhere(map[string]bool{short.ID: false, long.ID: true}))
 }

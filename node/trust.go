@@ -156,6 +156,10 @@ func (n *Node) pruneTokens() {
 	if len(ids) == 0 {
 		return
 	}
+	if lv := n.raftFSMLevel(); lv < consensus.OpLevel(consensus.OpPruneTokens) {
+		n.log.Debug("expired join tokens wait for every gateway to run a binary that prunes them", "tokens", len(ids), "fsm_level", lv)
+		return
+	}
 	if len(ids) == maxPrunePerCommand {
 		n.tokensChecked = time.Time{} // more to do: look again next round
 	}
