@@ -318,15 +318,31 @@ func (n *Node) gossipLeader() (string, time.Time) {
 	return best, fresh
 }
 
+// handleHealth answers GET /v1/health. Without a credential it says only
+// whether the node is up (state and uptime): the API listens on the
+// network, and what the fleet is (names, cluster, leader, versions) is for
+// operators and members. A credential of any role, or a fleet certificate,
+// gets the whole answer; a wrong credential is refused.
 func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
-	leader, _ := n.leaderView()
-	h := api.Health{
-		Name: n.state.Name, Role: n.state.Role, Site: n.state.Site, State: n.selfState(),
-		Version: Version, ClusterID: n.state.ClusterID, SpecVersion: n.specVersion(), Leader: leader,
-		Members: len(n.mesh.Members()), UptimeSec: time.Since(n.started).Seconds(),
+	h := api.Health{State: n.selfState(), UptimeSec: time.Since(n.started).Seconds()}
+	full := false
+	switch peer := peerCert(r); {
+	case peer != nil && !n.peerRevoked(peer):
+		full = true
+	case bearer(r) != "":
+		if _, code, err := n.authenticate(r, false); err != nil {
+			writeError(w, code, err)
+			return
+		}
+		full = true
 	}
-	if n.store != nil {
-		h.RaftState = n.store.State()
+	if full {
+		leader, _ := n.leaderView()
+		h.Name, h.Role, h.Site, h.Version, h.ClusterID = n.state.Name, n.state.Role, n.state.Site, Version, n.state.ClusterID
+		h.SpecVersion, h.Leader, h.Members = n.specVersion(), leader, len(n.mesh.Members())
+		if n.store != nil {
+			h.RaftState = n.store.State()
+		}
 	}
 	writeJSON(w, http.StatusOK, h)
 }

@@ -216,9 +216,20 @@ func TestAPICredentials(t *testing.T) {
 		wantStatus(t, err, 401, "operator credential")
 		_, _, err = f.ClientWith(n, "fmop:nothere.xxxxxxxx").Fleet(ctx)
 		wantStatus(t, err, 401, "not recognised")
-		if _, err := f.ClientWith(n, "").Health(ctx); err != nil {
+		// Health answers anyone whether the node is up, and only a
+		// credential holder what the fleet is.
+		anon, err := f.ClientWith(n, "").Health(ctx)
+		if err != nil {
 			t.Errorf("%s: health needs no credential: %v", n, err)
+		} else if anon.State == "" || anon.Name != "" || anon.ClusterID != "" || anon.Leader != "" || anon.Version != "" || anon.Members != 0 {
+			t.Errorf("%s: health without a credential says too much: %+v", n, anon)
 		}
+		full, err := f.Client(n).Health(ctx)
+		if err != nil || full.Name != n || full.ClusterID == "" || full.Leader == "" || full.Members == 0 {
+			t.Errorf("%s: health with a credential: %+v, %v", n, full, err)
+		}
+		_, err = f.ClientWith(n, "fmop:nothere.xxxxxxxx").Health(ctx)
+		wantStatus(t, err, 401, "not recognised")
 	}
 }
 

@@ -17,18 +17,19 @@ type Error struct {
 	Error string `json:"error"`
 }
 
-// Health is GET /v1/health: this node.
+// Health is GET /v1/health: this node. Without a credential only State
+// and UptimeSec are filled.
 type Health struct {
-	Name        string  `json:"name"`
-	Role        string  `json:"role"`
+	Name        string  `json:"name,omitempty"`
+	Role        string  `json:"role,omitempty"`
 	Site        string  `json:"site,omitempty"`
 	State       string  `json:"state"`
-	Version     string  `json:"version"`
-	ClusterID   string  `json:"cluster_id"`
-	SpecVersion uint64  `json:"spec_version"`
-	Leader      string  `json:"leader"`
+	Version     string  `json:"version,omitempty"`
+	ClusterID   string  `json:"cluster_id,omitempty"`
+	SpecVersion uint64  `json:"spec_version,omitempty"`
+	Leader      string  `json:"leader,omitempty"`
 	RaftState   string  `json:"raft_state,omitempty"`
-	Members     int     `json:"members"`
+	Members     int     `json:"members,omitempty"`
 	UptimeSec   float64 `json:"uptime_s"`
 }
 
