@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/fleetmesh/fleetmesh/mesh"
 	"github.com/fleetmesh/fleetmesh/node"
 	"github.com/fleetmesh/fleetmesh/node/api"
 	"github.com/fleetmesh/fleetmesh/testenv"
@@ -228,4 +230,41 @@ func waitBackEverywhere(t *testing.T, f *testenv.Fleet, name string) {
 		}
 		return nil
 	})
+}
+
+// A gateway whose API is on loopback while its gossip faces the network
+// cannot be joined or copied from by other devices: the agent warns. With
+// both on the network, or both on loopback (a fleet on one machine), it
+// does not.
+func TestLoopbackAPIBesideNetworkGossipIsWarnedAbout(t *testing.T) {
+	if ip := net.ParseIP(mesh.AdvertiseIP()); ip == nil || ip.IsLoopback() {
+		t.Skip("this machine has no network interface address to advertise")
+	}
+	const warning = "API is on a loopback address while gossip faces the network"
+	for _, tc := range []struct {
+		name      string
+		bind, api string
+		warned    bool
+	}{
+		{"gossip on the network, API on loopback", "0.0.0.0:0", "", true},
+		{"both on the network", "0.0.0.0:0", "0.0.0.0:0", false},
+		{"both on loopback", "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &syncBuffer{}
+			testenv.NewFleet(t, testenv.Options{Gateways: 1,
+				Log: slog.New(slog.NewTextHandler(logs, nil)),
+				Tune: func(c *node.Config) {
+					if tc.bind != "" {
+						c.Bind = tc.bind
+					}
+					if tc.api != "" {
+						c.API = tc.api
+					}
+				}})
+			if got := strings.Contains(logs.String(), warning); got != tc.warned {
+				t.Errorf("warned %v, want %v; log:\n%s", got, tc.warned, logs.String())
+			}
+		})
+	}
 }
