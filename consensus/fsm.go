@@ -245,8 +245,8 @@ func (f *fsm) apply(c *Command, idx uint64) error {
 		if j == nil || j.Device == nil {
 			return fmt.Errorf("%w: join without device", ErrBadCommand)
 		}
-		t, ok := s.Tokens[j.TokenID]
-		if !ok || t.Hash != j.TokenHash {
+		t, ok := s.TokenFor(j.TokenID, j.TokenHash)
+		if !ok {
 			return ErrTokenUnknown
 		}
 		if old, ok := s.Devices[j.Device.Name]; ok && old.State == DeviceJoined && old.KeyID != "" &&

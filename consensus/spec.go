@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"time"
 )
@@ -91,6 +92,16 @@ type JoinToken struct {
 	MaxUses int  `json:"max_uses"`
 	Uses    int  `json:"uses"`
 	Revoked bool `json:"revoked,omitempty"`
+}
+
+// TokenFor returns the join token named id if hash is the hash of its
+// secret (compared in constant time).
+func (s *Spec) TokenFor(id, hash string) (*JoinToken, bool) {
+	t, ok := s.Tokens[id]
+	if !ok || subtle.ConstantTimeCompare([]byte(t.Hash), []byte(hash)) != 1 {
+		return nil, false
+	}
+	return t, true
 }
 
 // Prunable reports whether the token expired TokenRetention or more before

@@ -3,6 +3,8 @@ package node
 import (
 	"net"
 	"testing"
+
+	"github.com/fleetmesh/fleetmesh/mesh"
 )
 
 // The API and Raft default to the gossip address's host, so a node started
@@ -28,7 +30,7 @@ func TestAddressesDefaultToTheGossipHost(t *testing.T) {
 	}
 	// An API on every address advertises the host gossip advertises.
 	got := advertised("", "0.0.0.0:7400", "0.0.0.0:7946")
-	if h, _, _ := net.SplitHostPort(got); net.ParseIP(h).IsUnspecified() || h != advertiseHost("0.0.0.0:7946") {
+	if h, _, _ := net.SplitHostPort(got); net.ParseIP(h).IsUnspecified() || h != mesh.AdvertiseIP() {
 		t.Errorf("API on 0.0.0.0 advertises %s", got)
 	}
 	if !isLoopback("127.0.0.1:7400") || !isLoopback("[::1]:1") || !isLoopback("localhost:1") || isLoopback("10.0.0.1:1") {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -292,10 +291,7 @@ func (n *Node) processJoin(w http.ResponseWriter, r *http.Request, req *api.Join
 	// and checks the token again.
 	hash := jointoken.HashSecret(req.TokenID, req.Secret)
 	var known bool
-	n.store.View(func(s *consensus.Spec) {
-		t, ok := s.Tokens[req.TokenID]
-		known = ok && subtle.ConstantTimeCompare([]byte(t.Hash), []byte(hash)) == 1
-	})
+	n.store.View(func(s *consensus.Spec) { _, known = s.TokenFor(req.TokenID, hash) })
 	if !known {
 		n.log.Info("join refused", "device", req.Name, "token_id", req.TokenID, "reason", consensus.ErrTokenUnknown)
 		writeErr(w, consensus.ErrTokenUnknown)

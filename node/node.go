@@ -392,7 +392,8 @@ func (n *Node) identity() mesh.Identity {
 }
 
 // raftFSMLevel is the newest FSM level every Raft server applies, by what
-// each gossips (a server this node has not heard of counts as level 0).
+// each gossips (this node included: the mesh holds its own record; a server
+// this node has not heard of counts as level 0).
 func (n *Node) raftFSMLevel() int {
 	servers, err := n.store.Servers()
 	if err != nil {
@@ -403,9 +404,6 @@ func (n *Node) raftFSMLevel() int {
 		m, ok := n.mesh.Member(sv.ID)
 		if !ok {
 			return 0
-		}
-		if sv.ID == n.state.Name {
-			m.FSM = n.identity().FSM
 		}
 		level = min(level, m.FSM)
 	}
