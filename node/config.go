@@ -39,6 +39,10 @@ type Config struct {
 	// Join is a join token; ignored when the data dir already holds an
 	// identity.
 	Join string
+	// JoinTimeout bounds how long a join keeps trying while no fleet
+	// address answers or the fleet cannot take it just now (0: until it
+	// succeeds, the fleet refuses it, or the node is stopped).
+	JoinTimeout time.Duration
 
 	// HealthInterval is how often the node gossips its health.
 	HealthInterval time.Duration
@@ -63,8 +67,9 @@ type Config struct {
 	// shorten it, to watch renewal happen.
 	CertLifetime time.Duration
 
-	// Now, if set, is the clock the leader prunes join tokens by (nil:
-	// time.Now). Only tests set it, to make a week pass.
+	// Now, if set, is the clock the leader prunes join tokens by and the
+	// API counts failed joins by (nil: time.Now). Only tests set it, to
+	// make a week pass or to hold a throttled source throttled.
 	Now func() time.Time
 	// OldFSM makes a gateway gossip no FSM level, as binaries from before
 	// consensus.FSMLevel did. Only tests set it, to play a mixed fleet.
@@ -127,6 +132,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %q is not host:port", flag, a))
 		}
+	}
+	if c.JoinTimeout < 0 {
+		errs = append(errs, fmt.Errorf("join-timeout: %v must not be negative (0 keeps trying)", c.JoinTimeout))
 	}
 	if c.Bootstrap && c.Join != "" {
 		errs = append(errs, errors.New("bootstrap and join: choose one: --bootstrap creates a new fleet, --join joins an existing one"))

@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,7 +66,7 @@ func (n *Node) join() error {
 		return err
 	}
 	req := api.JoinRequest{TokenID: tok.ID, Secret: tok.Secret, Name: name, Role: role, Site: n.cfg.Site, Labels: n.cfg.Labels, CSR: string(csr), API: n.apiAddr, Gossip: n.cfg.Bind}
-	resp, err := n.sendJoin(tok, req)
+	resp, err := n.joinRetrying(tok, req)
 	if err != nil {
 		return err
 	}
@@ -148,18 +150,80 @@ func probeBind(addr string, udp bool) error {
 	return nil
 }
 
+// Join retry backoff: the first wait, and the longest.
+const (
+	joinBackoffMin = time.Second
+	joinBackoffMax = 30 * time.Second
+)
+
+// joinRetrying sends the join until the fleet answers it, yes or no. A
+// device is often installed before its site's gateway is reachable (the
+// link is down, the gateway still booting, the fleet without a leader), so
+// a join that no address answered, or that the fleet could not take just
+// now, is tried again with backoff: until it succeeds, the fleet refuses
+// it, JoinTimeout passes, or the node is stopped. Retrying is safe: the key
+// and token are the same, so a join the fleet committed but whose answer
+// was lost is the same join again, not a second device.
+func (n *Node) joinRetrying(tok jointoken.Token, req api.JoinRequest) (*api.JoinResponse, error) {
+	var deadline time.Time
+	if n.cfg.JoinTimeout > 0 {
+		deadline = time.Now().Add(n.cfg.JoinTimeout)
+	}
+	backoff := joinBackoffMin
+	for attempt := 1; ; attempt++ {
+		resp, err := n.sendJoin(tok, req)
+		var again *joinAgainError
+		if err == nil || !errors.As(err, &again) {
+			return resp, err
+		}
+		// Jitter spreads devices that were powered on together.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		if again.after > wait {
+			wait = again.after + rand.N(again.after/4+1)
+		}
+		if !deadline.IsZero() {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return nil, fmt.Errorf("%w; gave up after %d attempts in %v (the join timeout)", err, attempt, n.cfg.JoinTimeout)
+			}
+			wait = min(wait, left)
+		}
+		n.log.Warn("join: the fleet did not take the join yet; retrying", "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+		select {
+		case <-n.ctx.Done():
+			return nil, fmt.Errorf("%w; stopped while waiting to retry", err)
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, joinBackoffMax)
+	}
+}
+
+// joinAgainError is a join the fleet did not answer or could not take just
+// now; it may succeed later. after is how long the fleet asked the device to
+// wait (Retry-After), if it did.
+type joinAgainError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *joinAgainError) Error() string { return e.err.Error() }
+func (e *joinAgainError) Unwrap() error { return e.err }
+
 // sendJoin presents the token to the fleet's addresses in turn. The secret
-// is sent only over a TLS connection whose CA matches the token's pin.
+// is sent only over a TLS connection whose CA matches the token's pin. A
+// refusal (4xx) or a foreign fleet ends it at once; otherwise, if no address
+// took the join, the error is a *joinAgainError.
 func (n *Node) sendJoin(tok jointoken.Token, req api.JoinRequest) (*api.JoinResponse, error) {
 	body, _ := json.Marshal(req)
 	var errs []error
+	var after time.Duration
 	for _, addr := range tok.Addrs {
 		var found *x509.Certificate
 		client := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
 			TLSClientConfig: pki.PinnedTLS(tok.Pin, func(c *x509.Certificate) { found = c }),
 			DialContext:     n.dialContext,
 		}}
-		hr, err := http.NewRequest(http.MethodPost, "https://"+addr+"/v1/join", bytes.NewReader(body))
+		hr, err := http.NewRequestWithContext(n.ctx, http.MethodPost, "https://"+addr+"/v1/join", bytes.NewReader(body))
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -171,7 +235,7 @@ func (n *Node) sendJoin(tok jointoken.Token, req api.JoinRequest) (*api.JoinResp
 			if errors.Is(err, pki.ErrPinMismatch) || strings.Contains(err.Error(), pki.ErrPinMismatch.Error()) {
 				return nil, fmt.Errorf("join: refusing %s: %w (is the token for this fleet?); the token secret was not sent", addr, pki.ErrPinMismatch)
 			}
-			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			errs = append(errs, &unreachableError{addr: addr, err: errors.Unwrap(err)})
 			continue
 		}
 		b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
@@ -179,7 +243,9 @@ func (n *Node) sendJoin(tok jointoken.Token, req api.JoinRequest) (*api.JoinResp
 		if res.StatusCode != http.StatusOK {
 			var e api.Error
 			json.Unmarshal(b, &e)
-			if res.StatusCode >= 400 && res.StatusCode < 500 {
+			if res.StatusCode == http.StatusTooManyRequests {
+				after = max(after, retryAfter(res.Header.Get("Retry-After")))
+			} else if res.StatusCode >= 400 && res.StatusCode < 500 {
 				return nil, fmt.Errorf("%w by %s: %s", ErrJoinRefused, addr, e.Error)
 			}
 			errs = append(errs, fmt.Errorf("%s: %s (HTTP %d)", addr, e.Error, res.StatusCode))
@@ -193,7 +259,17 @@ func (n *Node) sendJoin(tok jointoken.Token, req api.JoinRequest) (*api.JoinResp
 		}
 		return &jr, nil
 	}
-	return nil, fmt.Errorf("join: no fleet address answered: %w", errors.Join(errs...))
+	return nil, &joinAgainError{after: after, err: fmt.Errorf("join: no fleet address took the join: %w", errors.Join(errs...))}
+}
+
+// retryAfter reads a Retry-After header in seconds (the only form this API
+// sends), capped at joinBackoffMax; 0 if absent or unreadable.
+func retryAfter(v string) time.Duration {
+	s, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || s <= 0 {
+		return 0
+	}
+	return min(time.Duration(s)*time.Second, joinBackoffMax)
 }
 
 // requestRaftSeat asks the leader (through any known address) to add this

@@ -49,6 +49,8 @@ type Node struct {
 	started  time.Time
 	metrics  *metrics
 	trust    trustState
+	// joinLimit counts failed joins per source address (joinlimit.go).
+	joinLimit *joinLimiter
 
 	reconciler *apps.Reconciler // nil when the runtime is off
 	docker     *apps.DockerDriver
@@ -88,7 +90,12 @@ type Node struct {
 
 // Start starts a node: it creates a fleet (Bootstrap), joins one (Join), or
 // resumes the membership stored in the data dir.
-func Start(cfg Config) (*Node, error) {
+func Start(cfg Config) (*Node, error) { return StartContext(context.Background(), cfg) }
+
+// StartContext is Start, given up (cleanly, nothing half-written) if ctx
+// ends before the node is up: a join can wait a long time for its fleet.
+// Once the node is up, ctx no longer matters; Close stops it.
+func StartContext(ctx context.Context, cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -104,10 +111,13 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n := &Node{cfg: cfg, dir: dir, started: time.Now(), ctx: ctx, cancel: cancel,
+	nctx, cancel := context.WithCancel(context.Background())
+	n := &Node{cfg: cfg, dir: dir, started: time.Now(), ctx: nctx, cancel: cancel,
 		healthKick: make(chan struct{}, 1), specCh: make(chan struct{}, 1)}
 	n.log = cfg.Logger
+	n.joinLimit = newJoinLimiter(n.now)
+	starting := context.AfterFunc(ctx, cancel)
+	defer starting()
 	switch {
 	case dir.exists(fileState):
 		if cfg.Join != "" || cfg.Bootstrap {
@@ -120,6 +130,9 @@ func Start(cfg Config) (*Node, error) {
 		err = n.join()
 	default:
 		err = ErrNoFleet
+	}
+	if err == nil && !starting() {
+		err = fmt.Errorf("stopped while starting: %w", ctx.Err())
 	}
 	if err != nil {
 		n.abort()

@@ -27,7 +27,7 @@ func (n *Node) serve() {
 	mux := http.NewServeMux()
 	// Public, no credential.
 	mux.HandleFunc("GET /v1/health", n.handleHealth)
-	mux.HandleFunc("POST /v1/join", n.handleJoin)
+	mux.HandleFunc("POST /v1/join", n.limitJoins(n.handleJoin))
 	// Operator API.
 	mux.HandleFunc("GET /v1/fleet", n.viewer(n.handleFleet))
 	mux.HandleFunc("GET /v1/nodes", n.viewer(n.handleNodes))

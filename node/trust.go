@@ -132,15 +132,19 @@ const (
 	maxPrunePerCommand = 1000
 )
 
+// now is the node's clock: Config.Now, or time.Now.
+func (n *Node) now() time.Time {
+	if n.cfg.Now != nil {
+		return n.cfg.Now()
+	}
+	return time.Now()
+}
+
 // pruneTokens, on the leader, removes the join tokens that expired
 // consensus.TokenRetention ago or longer, so the spec every node copies does not
 // grow with every token ever made.
 func (n *Node) pruneTokens() {
-	now := time.Now
-	if n.cfg.Now != nil {
-		now = n.cfg.Now
-	}
-	at := now().UTC()
+	at := n.now().UTC()
 	if d := at.Sub(n.tokensChecked); d >= 0 && d < tokenCheckEvery {
 		return // (a clock set back makes d negative: look now)
 	}

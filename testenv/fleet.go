@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,9 @@ type Spec struct {
 	Role   string
 	Site   string
 	Labels map[string]string
+	// IP is the node's loopback address (default: a fresh one). Tests set
+	// it to know a joining node's source address beforehand.
+	IP string
 }
 
 // Options shape a test fleet.
@@ -134,7 +138,7 @@ func NewFleet(t testing.TB, opts Options) *Fleet {
 }
 
 func (f *Fleet) add(s Spec) *Member {
-	m := &Member{Spec: s, IP: nextIP(), DataDir: filepath.Join(f.base, s.Name)}
+	m := &Member{Spec: s, IP: cmp.Or(s.IP, nextIP()), DataDir: filepath.Join(f.base, s.Name)}
 	f.mu.Lock()
 	f.nodes[s.Name] = m
 	f.order = append(f.order, s.Name)
@@ -151,8 +155,10 @@ func (f *Fleet) Config(m *Member, bootstrap bool, token string) node.Config {
 		DataDir: m.DataDir, Name: m.Name, Role: m.Role, Site: m.Site, Labels: m.Labels,
 		Bind: net.JoinHostPort(m.IP, "0"), API: net.JoinHostPort(m.IP, "0"), RaftBind: net.JoinHostPort(m.IP, "0"),
 		Bootstrap: bootstrap, Join: token,
-		Dial: f.net.DialHook(m.IP),
-		Apps: node.AppsConfig{ContainerPrefix: f.ContainerPrefix, ResyncInterval: 2 * time.Second},
+		// A join that no address answers is retried; in a test, not forever.
+		JoinTimeout: 30 * time.Second,
+		Dial:        f.net.DialHook(m.IP),
+		Apps:        node.AppsConfig{ContainerPrefix: f.ContainerPrefix, ResyncInterval: 2 * time.Second},
 		// Never the host's own /: a test fleet checks and applies the
 		// security policy to a scratch root per node.
 		Hardening: node.HardeningConfig{Root: m.DataDir + "-root", Interval: time.Minute},

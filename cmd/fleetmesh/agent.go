@@ -35,6 +35,7 @@ type agentFile struct {
 	AdvertiseAPI   *string           `yaml:"advertise_api"`
 	Raft           *string           `yaml:"raft"`
 	Join           *string           `yaml:"join"`
+	JoinTimeout    *string           `yaml:"join_timeout"`
 	Bootstrap      *bool             `yaml:"bootstrap"`
 	HealthInterval *string           `yaml:"health_interval"`
 	MetricsOpen    *bool             `yaml:"metrics_open"`
@@ -107,7 +108,7 @@ type agentFlags struct {
 	config, dataDir, name, role, site, bind, api, advertiseAPI, raft, join, logLevel string
 	labels                                                                           []string
 	bootstrap, metricsOpen                                                           bool
-	healthInterval                                                                   time.Duration
+	healthInterval, joinTimeout                                                      time.Duration
 }
 
 func newAgentCmd() *cobra.Command {
@@ -150,6 +151,7 @@ func addAgentFlags(cmd *cobra.Command, fl *agentFlags) {
 	f.StringVar(&fl.advertiseAPI, "advertise-api", "", "API address peers should use (default: derived)")
 	f.StringVar(&fl.raft, "raft", "", "Raft address for gateways (default: gossip host, port 7947)")
 	f.StringVar(&fl.join, "join", "", "join token")
+	f.DurationVar(&fl.joinTimeout, "join-timeout", 0, "give up a join no fleet address answers after this long (0: keep trying until stopped)")
 	f.BoolVar(&fl.bootstrap, "bootstrap", false, "create a new fleet with this gateway")
 	f.BoolVar(&fl.metricsOpen, "metrics-open", false, "serve /metrics without a credential")
 	f.DurationVar(&fl.healthInterval, "health-interval", node.DefaultHealthInterval, "how often health is gossiped")
@@ -212,6 +214,14 @@ func agentConfig(cmd *cobra.Command, fl *agentFlags) (node.Config, slog.Level, e
 		return cfg, 0, err
 	}
 	cfg.HealthInterval = fl.healthInterval
+	cfg.JoinTimeout = fl.joinTimeout
+	if !f.Changed("join-timeout") && file.JoinTimeout != nil {
+		d, err := time.ParseDuration(*file.JoinTimeout)
+		if err != nil || d < 0 {
+			return cfg, 0, fmt.Errorf("--config: join_timeout: %q is not a duration of 0 or more (like 10m; 0 keeps trying)", *file.JoinTimeout)
+		}
+		cfg.JoinTimeout = d
+	}
 	if !f.Changed("health-interval") && file.HealthInterval != nil {
 		d, err := time.ParseDuration(*file.HealthInterval)
 		if err != nil {
@@ -249,7 +259,7 @@ func runAgent(ctx context.Context, out io.Writer, cfg node.Config) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	n, err := node.Start(cfg)
+	n, err := node.StartContext(ctx, cfg)
 	if err != nil {
 		return err
 	}

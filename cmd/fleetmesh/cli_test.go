@@ -36,6 +36,8 @@ func TestBadFlagsAndInput(t *testing.T) {
 		{[]string{"agent", "--data-dir", dir, "--label", "novalue"}, "--label"},
 		{[]string{"agent", "--data-dir", dir}, "--bootstrap"},
 		{[]string{"agent", "--data-dir", dir, "--join", "not-a-token", "--role", "sensor"}, "malformed join token"},
+		{[]string{"agent", "--data-dir", dir, "--join", "fm1:x", "--role", "sensor", "--join-timeout", "-1s"}, "join-timeout"},
+		{[]string{"agent", "--data-dir", dir, "--join-timeout", "soon"}, "--join-timeout"},
 		{[]string{"agent", "--data-dir", dir, "--no-such-flag"}, "unknown flag"},
 		{[]string{"agent", "--config", filepath.Join(dir, "missing.yaml")}, "--config"},
 		{[]string{"status"}, "FLEETMESH_ADDR"},
@@ -73,6 +75,36 @@ func TestConfigFileUnknownKey(t *testing.T) {
 	_, stderr, code := cli(t, "agent", "--config", cfg)
 	if code == 0 || !strings.Contains(stderr, "flavour") {
 		t.Fatalf("exit %d, stderr %q: want an error naming the unknown key", code, stderr)
+	}
+}
+
+// A join no fleet address answers is retried until --join-timeout (here
+// from the config file), then the agent exits non-zero saying why, with no
+// membership left in the data dir and the secret in no output.
+func TestAgentJoinGivesUp(t *testing.T) {
+	dir := t.TempDir()
+	tok, err := jointoken.New(strings.Repeat("A", 43), []string{"127.0.0.1:1"}) // nothing listens on port 1
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "agent.yaml")
+	args := []string{"agent", "--config", file, "--data-dir", dir, "--role", "sensor", "--join", tok.String(), "--bind", "127.0.0.1:0", "--api", "127.0.0.1:0"}
+
+	os.WriteFile(file, []byte("join_timeout: soon\n"), 0o600)
+	if _, stderr, code := cli(t, args...); code == 0 || !strings.Contains(stderr, "join_timeout") {
+		t.Errorf("join_timeout: soon: exit %d, stderr %q: want an error naming join_timeout", code, stderr)
+	}
+
+	os.WriteFile(file, []byte("join_timeout: 2s\n"), 0o600)
+	stdout, stderr, code := cli(t, args...)
+	if code == 0 || !strings.Contains(stderr, "gave up") || !strings.Contains(stderr, "127.0.0.1:1 unreachable") {
+		t.Errorf("exit %d, stderr %q: want a non-zero exit that gives up naming the unreachable address", code, stderr)
+	}
+	if strings.Contains(stdout+stderr, tok.Secret) {
+		t.Error("the token secret appears in the output")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node.json")); err == nil {
+		t.Error("a join that gave up left node.json (a membership) behind")
 	}
 }
 
