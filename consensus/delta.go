@@ -152,7 +152,7 @@ func (f *fsm) deltaJSON(since uint64) (b []byte, to uint64, ok bool, err error) 
 	if since < f.changesFloor || since > s.Version || s.ClusterID == "" {
 		return nil, 0, false, nil
 	}
-	d := SpecDelta{From: since, Changed: Spec{Version: s.Version, ClusterID: s.ClusterID, CACertPEM: s.CACertPEM, Gossip: s.Gossip}}
+	d := SpecDelta{From: since, Changed: Spec{Version: s.Version, ClusterID: s.ClusterID, CACertPEM: s.CACertPEM, Gossip: s.Gossip, Level: s.Level}}
 	c := &d.Changed
 	i := sort.Search(len(f.changes), func(i int) bool { return f.changes[i].index > since })
 	for _, ch := range f.changes[i:] {
@@ -217,7 +217,7 @@ func (s *Spec) ApplyDelta(d *SpecDelta) (*Spec, error) {
 		return nil, fmt.Errorf("spec delta goes back from version %d to %d", d.From, c.Version)
 	}
 	del := func(sec int) []string { return d.Deleted[secNames[sec]] }
-	n := &Spec{Version: c.Version, ClusterID: c.ClusterID, CACertPEM: c.CACertPEM, Gossip: c.Gossip,
+	n := &Spec{Version: c.Version, ClusterID: c.ClusterID, CACertPEM: c.CACertPEM, Gossip: c.Gossip, Level: c.Level,
 		Devices:   merge(s.Devices, c.Devices, del(secDevices)),
 		Tokens:    merge(s.Tokens, c.Tokens, del(secTokens)),
 		Operators: merge(s.Operators, c.Operators, del(secOperators)),

@@ -29,6 +29,9 @@ var (
 	ErrAppUnknown     = errors.New("no such application")
 	ErrAlreadyRevoked = errors.New("already revoked")
 	ErrAppVersion     = errors.New("this version of the application was already deployed with a different manifest; bump metadata.version")
+	// ErrFSMTooOld: the log holds a command newer than this binary's FSM
+	// applies. The FSM stops there rather than skip it (see fsm.halted).
+	ErrFSMTooOld = errors.New("this gateway's fleetmesh binary is too old for the fleet's Raft log")
 )
 
 // Command ops.
@@ -57,7 +60,9 @@ const (
 // command up to batched entries; 1 adds prune_tokens.
 const FSMLevel = 1
 
-// OpLevel is the FSM level that first applies op.
+// OpLevel is the FSM level that first applies op. Store.Apply stamps it on
+// each command (Command.Level), so that an FSM older than a command knows it
+// is too old, rather than take it for a bad command and part from the others.
 func OpLevel(op string) int {
 	if op == OpPruneTokens {
 		return 1
@@ -78,6 +83,9 @@ const TokenRetention = 7 * 24 * time.Hour
 type Command struct {
 	Op   string    `json:"op"`
 	Time time.Time `json:"time"`
+	// Level is OpLevel(Op), stamped by Store.Apply; 0 is omitted, so
+	// level-0 commands are as older binaries wrote them.
+	Level int `json:"level,omitempty"`
 
 	Init     *InitCommand `json:"init,omitempty"`
 	Token    *JoinToken   `json:"token,omitempty"`
@@ -135,9 +143,21 @@ type fsm struct {
 	// (delta.go); it covers every command after changesFloor.
 	changes      []change
 	changesFloor uint64
+	// level is the newest command level this FSM applies: FSMLevel, or
+	// lower where a test plays an older binary.
+	level int
+	// halted, once set, is why the FSM stopped: it met a command of a
+	// higher level than it applies (a gateway rolled back to an older
+	// binary, or an old one given a seat). It applies nothing after that
+	// entry, so its spec is the fleet's at an older version, stale but
+	// never different, and it takes no snapshot, so the log keeps every
+	// entry it skipped for a newer binary to apply on its next start.
+	halted error
+	// restoreErr is why the last snapshot restore failed, if it did.
+	restoreErr error
 }
 
-func newFSM() *fsm { return &fsm{spec: newSpec()} }
+func newFSM() *fsm { return &fsm{spec: newSpec(), level: FSMLevel} }
 
 // Apply applies one log entry: a command, or a batch of them (a JSON array;
 // see Store.Apply), all at the entry's index. A batch returns []Result, one
@@ -182,9 +202,19 @@ func (f *fsm) Apply(l *raft.Log) any {
 // applyLocked applies c at index idx with f.mu held: the spec change, its
 // record for deltas and its audit entry.
 func (f *fsm) applyLocked(c *Command, idx uint64) error {
+	if f.halted != nil {
+		return f.halted
+	}
+	if c.Level > f.level {
+		f.halted = fmt.Errorf("%w: log entry %d holds %q, a command of FSM level %d, and this binary applies up to level %d; "+
+			"its spec stays at version %d until it runs a newer fleetmesh", ErrFSMTooOld, idx, c.Op, c.Level, f.level, f.spec.Version)
+		return f.halted
+	}
 	err := f.apply(c, idx)
 	if err == nil {
 		f.spec.Version = idx
+		// (OpLevel too: entries from before the stamp carry none.)
+		f.spec.Level = max(f.spec.Level, c.Level, OpLevel(c.Op))
 	}
 	if refs := touched(c, f.spec); len(refs) > 0 {
 		f.record(idx, refs)
@@ -408,6 +438,10 @@ type snapshotData struct {
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if f.halted != nil {
+		// A snapshot would let Raft drop the entries this FSM skipped.
+		return nil, f.halted
+	}
 	b, err := json.Marshal(snapshotData{Spec: f.spec, Secrets: f.secrets, Audit: f.auditTail()})
 	if err != nil {
 		return nil, err
@@ -424,8 +458,20 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if d.Spec == nil {
 		d.Spec = newSpec()
 	}
+	if d.Spec.Level > f.level { // (f.level is set once, at construction)
+		err := fmt.Errorf("%w: a snapshot at version %d holds commands of FSM level %d, and this binary applies up to level %d: run a newer fleetmesh",
+			ErrFSMTooOld, d.Spec.Version, d.Spec.Level, f.level)
+		f.mu.Lock()
+		f.restoreErr = err
+		f.mu.Unlock()
+		return err
+	}
 	fill(d.Spec)
 	f.mu.Lock()
+	// The snapshot is the whole state at its index, from a leader (or
+	// this node) whose FSM applied every entry up to it: whatever this FSM
+	// stopped at, it is past it now.
+	f.halted, f.restoreErr = nil, nil
 	f.spec = d.Spec
 	f.secrets = d.Secrets
 	f.audit = d.Audit

@@ -54,6 +54,9 @@ type Spec struct {
 	// were issued to. Every node refuses them, and every certificate of an
 	// evicted device, on node-to-node connections.
 	Revoked map[string]string `json:"revoked,omitempty"`
+	// Level is the highest FSM level of any command applied to the spec
+	// (Command.Level): a binary whose FSMLevel is lower cannot hold it.
+	Level int `json:"level,omitempty"`
 }
 
 // Device is a registered device.

@@ -63,6 +63,10 @@ type Config struct {
 	SnapshotThreshold  uint64
 	SnapshotInterval   time.Duration
 
+	// OldFSM plays a binary one FSM level older than this one (FSMLevel-1).
+	// Only tests set it, to roll a gateway back.
+	OldFSM bool
+
 	Logger *slog.Logger
 }
 
@@ -166,6 +170,9 @@ func Open(cfg Config) (*Store, error) {
 	s := &Store{cfg: cfg, fsm: newFSM(), push: make(chan struct{}, 1), done: make(chan struct{}),
 		applyQ: make(chan *pendingApply, maxApplyBatch), slots: make(chan struct{}, maxApplyInflight)}
 	s.fsm.onApply = func(uint64) { s.notify() }
+	if cfg.OldFSM {
+		s.fsm.level = FSMLevel - 1
+	}
 
 	ln, err := net.Listen("tcp", cfg.Bind)
 	if err != nil {
@@ -221,6 +228,12 @@ func Open(cfg Config) (*Store, error) {
 	r, err := raft.NewRaft(rc, s.fsm, logs, bolt, snaps, s.trans)
 	if err != nil {
 		s.closeTransport()
+		s.fsm.mu.RLock()
+		why := s.fsm.restoreErr
+		s.fsm.mu.RUnlock()
+		if why != nil { // raft says only that no snapshot could be loaded
+			err = why
+		}
 		return nil, fmt.Errorf("consensus: start raft: %w", err)
 	}
 	s.raft = r
@@ -262,6 +275,7 @@ func (s *Store) Apply(ctx context.Context, c *Command) (uint64, error) {
 	if c.Time.IsZero() {
 		c.Time = time.Now().UTC()
 	}
+	c.Level = OpLevel(c.Op)
 	if err := fillKey(c); err != nil {
 		return 0, err
 	}
@@ -547,6 +561,21 @@ func (s *Store) notify() {
 
 // LastIndex is the index of the last entry in this member's Raft log.
 func (s *Store) LastIndex() uint64 { return s.raft.LastIndex() }
+
+// FSMLevel is the newest command level this store's FSM applies.
+func (s *Store) FSMLevel() int { return s.fsm.level }
+
+// Halted says why this store's FSM stopped applying the log (ErrFSMTooOld),
+// or nil while it applies it.
+func (s *Store) Halted() error {
+	s.fsm.mu.RLock()
+	defer s.fsm.mu.RUnlock()
+	return s.fsm.halted
+}
+
+// TransferLeadership hands leadership to another voter (the one most up to
+// date), as a halted leader must: its spec is stale.
+func (s *Store) TransferLeadership() error { return s.raft.LeadershipTransfer().Error() }
 
 // IsLeader reports whether this node is the leader.
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }

@@ -343,3 +343,132 @@ func TestPruneTokensKeepsRetention(t *testing.T) {
 		t.Fatalf("spec version %d after the prune at %d", f.spec.Version, idx)
 	}
 }
+
+// A store rolled back to an older FSM stops at the first log entry it
+// cannot apply (its spec is the fleet's at an older version, never a
+// different one) and takes no snapshot, so a newer binary later applies the
+// rest; a snapshot holding newer commands is refused at start with the
+// reason.
+func TestOlderFSMHaltsAtNewerCommand(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	now := time.Now().UTC()
+	s := openTest(t, dir, true)
+	if _, err := s.Apply(ctx, initCmd()); err != nil {
+		t.Fatal(err)
+	}
+	old := &JoinToken{ID: "old", Hash: "h", Role: "sensor", Expires: now.Add(-TokenRetention - time.Hour)}
+	if _, err := s.Apply(ctx, &Command{Op: OpCreateToken, Token: old}); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Version()
+	if _, err := s.Apply(ctx, &Command{Op: OpPruneTokens, IDs: []string{"old"}}); err != nil {
+		t.Fatal(err)
+	}
+	tok := &JoinToken{ID: "new", Hash: "h", Role: "sensor", Expires: now.Add(time.Hour)}
+	if _, err := s.Apply(ctx, &Command{Op: OpCreateToken, Token: tok}); err != nil {
+		t.Fatal(err)
+	}
+	if lv := s.Spec().Level; lv != OpLevel(OpPruneTokens) {
+		t.Fatalf("spec level %d after a prune, want %d (Store.Apply stamps each command's level)", lv, OpLevel(OpPruneTokens))
+	}
+	want, wantVersion, _ := s.SpecJSON()
+	s.Close()
+
+	reopen := func(oldFSM bool) (*Store, error) {
+		srv, cli := testTLS(t)
+		return Open(Config{NodeID: "n1", Dir: dir, Bind: "127.0.0.1:0", ServerTLS: srv, ClientTLS: cli, OldFSM: oldFSM})
+	}
+	s2, err := reopen(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.Eventually(t, 10*time.Second, func() error {
+		if !errors.Is(s2.Halted(), ErrFSMTooOld) {
+			return fmt.Errorf("not halted yet (spec version %d)", s2.Version())
+		}
+		return nil
+	})
+	if v := s2.Version(); v != before {
+		t.Errorf("halted at spec version %d, want %d (the entry before the prune)", v, before)
+	}
+	sp := s2.Spec()
+	if sp.Tokens["old"] == nil || sp.Tokens["new"] != nil {
+		t.Errorf("halted spec has tokens %v: want the old one (not pruned) and not the new one (after the halt)", sp.Tokens)
+	}
+	if err := s2.Snapshot(); err == nil {
+		t.Error("a halted store took a snapshot: Raft could then drop the entries it skipped")
+	}
+	s2.Close()
+
+	s3, err := reopen(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.Eventually(t, 10*time.Second, func() error {
+		if got, v, _ := s3.SpecJSON(); v != wantVersion || string(got) != string(want) {
+			return fmt.Errorf("upgraded store at version %d, want %d and the same spec", v, wantVersion)
+		}
+		return nil
+	})
+	if s3.Halted() != nil {
+		t.Errorf("upgraded store halted: %v", s3.Halted())
+	}
+	if err := s3.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	s3.Close()
+
+	// Now the newer commands are in a snapshot: the older binary cannot
+	// even start on it, and says why.
+	if s4, err := reopen(true); err == nil {
+		s4.Close()
+		t.Fatal("an older FSM started on a snapshot holding newer commands")
+	} else if !errors.Is(err, ErrFSMTooOld) {
+		t.Errorf("start on a newer snapshot: %v, want ErrFSMTooOld", err)
+	}
+}
+
+// The halt inside a batch entry: the commands before the too-new one apply,
+// it and every one after do not; a snapshot restore (the whole state at an
+// index, from an FSM that applied everything) lifts the halt.
+func TestOlderFSMHaltsInsideBatch(t *testing.T) {
+	f := newFSM()
+	f.level = FSMLevel - 1
+	apply := func(i uint64, cs ...*Command) []Result {
+		b, _ := json.Marshal(cs)
+		return f.Apply(&raft.Log{Index: i, Type: raft.LogCommand, Data: b}).([]Result)
+	}
+	apply(1, initCmd())
+	tok := func(id string) *Command {
+		return &Command{Op: OpCreateToken, Token: &JoinToken{ID: id, Hash: "h", Role: "sensor"}}
+	}
+	rs := apply(2, tok("a"), &Command{Op: "future_op", Level: FSMLevel}, tok("b"))
+	if rs[0].Err != nil || !errors.Is(rs[1].Err, ErrFSMTooOld) || !errors.Is(rs[2].Err, ErrFSMTooOld) {
+		t.Fatalf("batch results %v: want ok, then too old for the newer command and the one after", rs)
+	}
+	if rs := apply(3, tok("c")); !errors.Is(rs[0].Err, ErrFSMTooOld) {
+		t.Fatalf("after the halt: %v, want ErrFSMTooOld", rs[0].Err)
+	}
+	if f.spec.Version != 2 || f.spec.Tokens["a"] == nil || f.spec.Tokens["b"] != nil || f.spec.Tokens["c"] != nil {
+		t.Fatalf("halted spec at version %d with tokens %v: want version 2 with a only", f.spec.Version, f.spec.Tokens)
+	}
+
+	g := newFSM() // a newer FSM's state at a later index, level 0 commands only
+	for i, c := range []*Command{initCmd(), tok("a"), tok("b"), tok("c")} {
+		b, _ := json.Marshal(c)
+		g.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: b})
+	}
+	snap, err := g.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	snap.Persist(sink)
+	if err := f.Restore(sink.reader()); err != nil {
+		t.Fatal(err)
+	}
+	if f.halted != nil || f.spec.Version != 4 {
+		t.Fatalf("after a restore: halted %v, version %d; want running at 4", f.halted, f.spec.Version)
+	}
+}

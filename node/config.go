@@ -71,8 +71,10 @@ type Config struct {
 	// API counts failed joins by (nil: time.Now). Only tests set it, to
 	// make a week pass or to hold a throttled source throttled.
 	Now func() time.Time
-	// OldFSM makes a gateway gossip no FSM level, as binaries from before
-	// consensus.FSMLevel did. Only tests set it, to play a mixed fleet.
+	// OldFSM plays a gateway binary one FSM level older than this one
+	// (consensus.Config.OldFSM; level 0 gossips none, as binaries from
+	// before levels did). Only tests set it, to play a mixed fleet or a
+	// rollback.
 	OldFSM bool
 
 	Logger *slog.Logger

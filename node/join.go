@@ -276,7 +276,7 @@ func retryAfter(v string) time.Duration {
 // gateway to the Raft group. It retries for a while: the leader may be
 // changing.
 func (n *Node) requestRaftSeat(addrs []string) error {
-	body, _ := json.Marshal(raftSeatRequest{Name: n.state.Name, Addr: n.store.Addr()})
+	body, _ := json.Marshal(raftSeatRequest{Name: n.state.Name, Addr: n.store.Addr(), FSM: n.store.FSMLevel()})
 	deadline := time.Now().Add(30 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
@@ -291,6 +291,9 @@ func (n *Node) requestRaftSeat(addrs []string) error {
 		for _, a := range targets {
 			var out api.WriteResult
 			if err := n.peerCall(n.ctx, http.MethodPost, a, "/internal/v1/raft/add", body, &out); err != nil {
+				if he := (*httpError)(nil); errors.As(err, &he) && he.code == http.StatusConflict {
+					return fmt.Errorf("%w: no Raft seat: %s", ErrJoinRefused, he.msg)
+				}
 				last = err
 				continue
 			}
@@ -308,6 +311,9 @@ func (n *Node) requestRaftSeat(addrs []string) error {
 type raftSeatRequest struct {
 	Name string `json:"name"`
 	Addr string `json:"addr"`
+	// FSM is the asking binary's FSM level (absent from binaries before
+	// levels: 0).
+	FSM int `json:"fsm,omitempty"`
 }
 
 // handleJoin is POST /v1/join on any node, and the same request forwarded
@@ -439,12 +445,21 @@ func (n *Node) handleRaftAdd(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var known bool
+	var level int
 	n.store.View(func(s *consensus.Spec) {
 		d, ok := s.Devices[req.Name]
 		known = ok && d.State == consensus.DeviceJoined && d.Role == "gateway"
+		level = s.Level
 	})
 	if !known {
 		writeError(w, http.StatusForbidden, fmt.Errorf("%s is not a joined gateway of this fleet", req.Name))
+		return
+	}
+	// A binary that cannot apply every command in the log would stop at the
+	// first it cannot (consensus.ErrFSMTooOld); better it never get a seat.
+	if req.FSM < level {
+		writeError(w, http.StatusConflict, fmt.Errorf("%s runs a fleetmesh binary of FSM level %d, and the fleet's Raft log holds commands of level %d: "+
+			"upgrade it before it takes a Raft seat", req.Name, req.FSM, level))
 		return
 	}
 	voter, err := n.store.AddGateway(req.Name, req.Addr)

@@ -24,6 +24,9 @@ func (n *Node) selfState() string {
 	if n.specVersion() == 0 {
 		return mesh.StateInitializing
 	}
+	if n.store != nil && n.store.Halted() != nil {
+		return mesh.StateError
+	}
 	if _, msg := n.appHealth(); msg != "" {
 		return mesh.StateError
 	}
@@ -41,6 +44,11 @@ func (n *Node) health() mesh.Health {
 		h.Leader, _ = n.store.Leader()
 	}
 	h.Apps, h.Message = n.appHealth()
+	if n.store != nil {
+		if err := n.store.Halted(); err != nil {
+			h.Message = err.Error()
+		}
+	}
 	h.Compliance = n.currentCompliance()
 	h.Keys = n.keyFingerprints()
 	return h
@@ -84,6 +92,7 @@ func (n *Node) healthLoop() {
 		h := n.health()
 		lastLeader = h.Leader
 		n.mesh.Update(h)
+		n.checkHalted()
 		if coalesce {
 			// During a burst of writes, gossip the spec version every
 			// specGossipGap rather than once per write: the signals that
@@ -94,6 +103,32 @@ func (n *Node) healthLoop() {
 			case <-time.After(specGossipGap):
 			}
 		}
+	}
+}
+
+// checkHalted logs, once, that this gateway's FSM stopped
+// (consensus.ErrFSMTooOld; its health says so too), and hands leadership on
+// while it leads: its spec is stale, so writes through it would fail and
+// reads lag. Its log is whole, so Raft may elect it again; it hands on
+// again then.
+func (n *Node) checkHalted() {
+	if n.store == nil {
+		return
+	}
+	halted := n.store.Halted()
+	if halted == nil {
+		return
+	}
+	if !n.haltLogged {
+		n.haltLogged = true
+		n.log.Error("this gateway cannot apply the fleet's Raft log; upgrade its fleetmesh binary", "err", halted)
+	}
+	if !n.store.IsLeader() {
+		return
+	}
+	n.log.Warn("handing Raft leadership on: this gateway's spec is stale")
+	if err := n.store.TransferLeadership(); err != nil {
+		n.log.Warn("leadership transfer failed", "err", err)
 	}
 }
 

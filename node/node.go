@@ -51,6 +51,8 @@ type Node struct {
 	trust    trustState
 	// joinLimit counts failed joins per source address (joinlimit.go).
 	joinLimit *joinLimiter
+	// haltLogged: the FSM halt was logged (healthLoop only).
+	haltLogged bool
 
 	reconciler *apps.Reconciler // nil when the runtime is off
 	docker     *apps.DockerDriver
@@ -349,6 +351,7 @@ func (n *Node) bootstrap() error {
 // openStore starts Raft (gateways).
 func (n *Node) openStore(bootstrap bool, rememberedPort int) error {
 	rc := n.cfg.Raft
+	rc.OldFSM = n.cfg.OldFSM
 	rc.NodeID = n.state.Name
 	rc.Dir = n.dir.file(dirRaft)
 	rc.Bind = withPort(n.cfg.RaftBind, rememberedPort)
@@ -396,10 +399,7 @@ func (n *Node) identity() mesh.Identity {
 	id := mesh.Identity{Name: n.state.Name, Role: n.state.Role, Site: n.state.Site, Labels: n.state.Labels, API: n.apiAddr, Version: Version}
 	if n.store != nil {
 		id.Raft = n.store.Addr()
-		id.FSM = consensus.FSMLevel
-		if n.cfg.OldFSM {
-			id.FSM = 0
-		}
+		id.FSM = n.store.FSMLevel()
 	}
 	return id
 }
