@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -153,8 +154,9 @@ type fsm struct {
 	// never different, and it takes no snapshot, so the log keeps every
 	// entry it skipped for a newer binary to apply on its next start.
 	halted error
-	// restoreErr is why the last snapshot restore failed, if it did.
-	restoreErr error
+	// isHalted mirrors halted != nil, for the write path to check without
+	// waiting on mu.
+	isHalted atomic.Bool
 }
 
 func newFSM() *fsm { return &fsm{spec: newSpec(), level: FSMLevel} }
@@ -205,16 +207,18 @@ func (f *fsm) applyLocked(c *Command, idx uint64) error {
 	if f.halted != nil {
 		return f.halted
 	}
-	if c.Level > f.level {
+	// (OpLevel too: entries from before the stamp carry none.)
+	level := max(c.Level, OpLevel(c.Op))
+	if level > f.level {
 		f.halted = fmt.Errorf("%w: log entry %d holds %q, a command of FSM level %d, and this binary applies up to level %d; "+
-			"its spec stays at version %d until it runs a newer fleetmesh", ErrFSMTooOld, idx, c.Op, c.Level, f.level, f.spec.Version)
+			"its spec stays at version %d until it runs a newer fleetmesh", ErrFSMTooOld, idx, c.Op, level, f.level, f.spec.Version)
+		f.isHalted.Store(true)
 		return f.halted
 	}
 	err := f.apply(c, idx)
 	if err == nil {
 		f.spec.Version = idx
-		// (OpLevel too: entries from before the stamp carry none.)
-		f.spec.Level = max(f.spec.Level, c.Level, OpLevel(c.Op))
+		f.spec.Level = max(f.spec.Level, level)
 	}
 	if refs := touched(c, f.spec); len(refs) > 0 {
 		f.record(idx, refs)
@@ -459,10 +463,13 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		d.Spec = newSpec()
 	}
 	if d.Spec.Level > f.level { // (f.level is set once, at construction)
+		// A snapshot the leader sent (Open checks the local ones): the
+		// state stays as it was, and halted says why it goes no further.
 		err := fmt.Errorf("%w: a snapshot at version %d holds commands of FSM level %d, and this binary applies up to level %d: run a newer fleetmesh",
 			ErrFSMTooOld, d.Spec.Version, d.Spec.Level, f.level)
 		f.mu.Lock()
-		f.restoreErr = err
+		f.halted = err
+		f.isHalted.Store(true)
 		f.mu.Unlock()
 		return err
 	}
@@ -471,7 +478,8 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	// The snapshot is the whole state at its index, from a leader (or
 	// this node) whose FSM applied every entry up to it: whatever this FSM
 	// stopped at, it is past it now.
-	f.halted, f.restoreErr = nil, nil
+	f.halted = nil
+	f.isHalted.Store(false)
 	f.spec = d.Spec
 	f.secrets = d.Secrets
 	f.audit = d.Audit

@@ -224,16 +224,14 @@ func Open(cfg Config) (*Store, error) {
 		s.closeTransport()
 		return nil, fmt.Errorf("consensus: read state: %w", err)
 	}
+	if err := checkSnapshotLevel(snaps, s.fsm.level); err != nil {
+		s.closeTransport()
+		return nil, fmt.Errorf("consensus: %w", err)
+	}
 	logs, _ := raft.NewLogCache(logCacheSize, bolt) // errors only for a size below 1
 	r, err := raft.NewRaft(rc, s.fsm, logs, bolt, snaps, s.trans)
 	if err != nil {
 		s.closeTransport()
-		s.fsm.mu.RLock()
-		why := s.fsm.restoreErr
-		s.fsm.mu.RUnlock()
-		if why != nil { // raft says only that no snapshot could be loaded
-			err = why
-		}
 		return nil, fmt.Errorf("consensus: start raft: %w", err)
 	}
 	s.raft = r
@@ -245,6 +243,32 @@ func Open(cfg Config) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// checkSnapshotLevel refuses to start on a newest snapshot that holds
+// commands above level (invariant 13). Raft alone would fall back to an
+// older snapshot and replay a log that may no longer reach back to it.
+func checkSnapshotLevel(snaps raft.SnapshotStore, level int) error {
+	metas, err := snaps.List()
+	if err != nil || len(metas) == 0 {
+		return err
+	}
+	_, rc, err := snaps.Open(metas[0].ID)
+	if err != nil {
+		return nil // raft reports an unreadable snapshot itself
+	}
+	defer rc.Close()
+	var d struct {
+		Spec struct {
+			Version uint64 `json:"version"`
+			Level   int    `json:"level"`
+		} `json:"spec"`
+	}
+	if json.NewDecoder(rc).Decode(&d) != nil || d.Spec.Level <= level {
+		return nil
+	}
+	return fmt.Errorf("%w: its snapshot at version %d holds commands of FSM level %d, and this binary applies up to level %d: run a newer fleetmesh",
+		ErrFSMTooOld, d.Spec.Version, d.Spec.Level, level)
 }
 
 func (s *Store) closeTransport() {
@@ -272,6 +296,9 @@ func (s *Store) HasState() bool {
 // out at once, as before. ctx does not abandon a write once it is queued:
 // its outcome would be unknown; Raft's own timeouts bound the wait.
 func (s *Store) Apply(ctx context.Context, c *Command) (uint64, error) {
+	if err := s.haltedLeader(); err != nil {
+		return 0, err
+	}
 	if c.Time.IsZero() {
 		c.Time = time.Now().UTC()
 	}
@@ -432,6 +459,9 @@ func (s *Store) wrapRaftErr(err error) error {
 // that this node is still the leader: after it, reads of the spec are
 // linearizable.
 func (s *Store) Barrier(timeout time.Duration) error {
+	if err := s.haltedLeader(); err != nil {
+		return err
+	}
 	if err := s.raft.VerifyLeader().Error(); err != nil {
 		return s.wrapRaftErr(err)
 	}
@@ -568,14 +598,42 @@ func (s *Store) FSMLevel() int { return s.fsm.level }
 // Halted says why this store's FSM stopped applying the log (ErrFSMTooOld),
 // or nil while it applies it.
 func (s *Store) Halted() error {
+	if !s.fsm.isHalted.Load() {
+		return nil
+	}
 	s.fsm.mu.RLock()
 	defer s.fsm.mu.RUnlock()
 	return s.fsm.halted
 }
 
+// haltedLeader is the error for a write or consistent read on a halted
+// store: as if it did not lead (it hands leadership on), so callers go to
+// the next leader; nothing is proposed, so nothing commits that the caller
+// is told failed, and no stale spec passes for a consistent one.
+func (s *Store) haltedLeader() error {
+	if err := s.Halted(); err != nil {
+		return fmt.Errorf("%w: this gateway cannot apply the log and hands leadership on (%w)", ErrNotLeader, err)
+	}
+	return nil
+}
+
 // TransferLeadership hands leadership to another voter (the one most up to
 // date), as a halted leader must: its spec is stale.
 func (s *Store) TransferLeadership() error { return s.raft.LeadershipTransfer().Error() }
+
+// TransferLeadershipTo hands leadership to the voter named id.
+func (s *Store) TransferLeadershipTo(id string) error {
+	servers, err := s.Servers()
+	if err != nil {
+		return err
+	}
+	for _, sv := range servers {
+		if sv.ID == id {
+			return s.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(sv.Address)).Error()
+		}
+	}
+	return fmt.Errorf("no Raft server %q", id)
+}
 
 // IsLeader reports whether this node is the leader.
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }

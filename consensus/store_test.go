@@ -362,6 +362,9 @@ func TestOlderFSMHaltsAtNewerCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := s.Version()
+	if err := s.Snapshot(); err != nil { // one snapshot of level 0 commands only
+		t.Fatal(err)
+	}
 	if _, err := s.Apply(ctx, &Command{Op: OpPruneTokens, IDs: []string{"old"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -396,8 +399,15 @@ func TestOlderFSMHaltsAtNewerCommand(t *testing.T) {
 	if sp.Tokens["old"] == nil || sp.Tokens["new"] != nil {
 		t.Errorf("halted spec has tokens %v: want the old one (not pruned) and not the new one (after the halt)", sp.Tokens)
 	}
-	if err := s2.Snapshot(); err == nil {
-		t.Error("a halted store took a snapshot: Raft could then drop the entries it skipped")
+	if err := s2.Snapshot(); err == nil || !strings.Contains(err.Error(), "too old") {
+		t.Errorf("snapshot of a halted store: %v; want it refused as too old (Raft could drop the entries it skipped)", err)
+	}
+	last := s2.LastIndex()
+	if _, err := s2.Apply(ctx, &Command{Op: OpCreateToken, Token: &JoinToken{ID: "x", Hash: "h", Role: "sensor"}}); !errors.Is(err, ErrNotLeader) || !errors.Is(err, ErrFSMTooOld) {
+		t.Errorf("write on a halted leader: %v, want it refused as not leader, too old", err)
+	}
+	if s2.LastIndex() != last {
+		t.Error("a halted leader proposed a write")
 	}
 	s2.Close()
 
@@ -419,8 +429,9 @@ func TestOlderFSMHaltsAtNewerCommand(t *testing.T) {
 	}
 	s3.Close()
 
-	// Now the newer commands are in a snapshot: the older binary cannot
-	// even start on it, and says why.
+	// Now the newer commands are in the newest snapshot (an older one of
+	// level 0 is there too, which raft alone would fall back to): the older
+	// binary cannot even start, and says why.
 	if s4, err := reopen(true); err == nil {
 		s4.Close()
 		t.Fatal("an older FSM started on a snapshot holding newer commands")

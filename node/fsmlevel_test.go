@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -24,7 +25,8 @@ func TestRolledBackGatewayHaltsRatherThanParts(t *testing.T) {
 	var skew atomic.Int64
 	var gw3Old atomic.Bool
 	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	f := testenv.NewFleet(t, testenv.Options{Gateways: 3, Tune: func(c *node.Config) {
+	logs := &syncBuffer{}
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 3, Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Tune: func(c *node.Config) {
 		c.Now = clock
 		c.OldFSM = c.Name == "gw4" || (c.Name == "gw3" && gw3Old.Load())
 	}})
@@ -77,6 +79,16 @@ func TestRolledBackGatewayHaltsRatherThanParts(t *testing.T) {
 	if m, err := tokensOn("gw3"); err != nil || !m[short.ID] {
 		t.Errorf("gw3's tokens after the rollback: %v (%v); want its spec to stop before the prune, with the token", m, err)
 	}
+	// Its log is whole, so Raft may make it leader: it hands on.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if logged(logs, "gw3", "handed Raft leadership on") {
+			return nil
+		}
+		if l := f.Leader(); l != "" && l != "gw3" {
+			f.Member(l).Node.Store().TransferLeadershipTo("gw3")
+		}
+		return errorf("gw3 has not led and handed on yet")
+	})
 	testenv.Eventually(t, 20*time.Second, func() error {
 		if l := f.Leader(); l == "" || l == "gw3" {
 			return errorf("leader %q: want gw1 or gw2 (a halted gateway hands leadership on)", l)

@@ -181,6 +181,9 @@ func (n *Node) joinRetrying(tok jointoken.Token, req api.JoinRequest) (*api.Join
 		if again.after > wait {
 			wait = again.after + rand.N(again.after/4+1)
 		}
+		if n.ctx.Err() != nil {
+			return nil, fmt.Errorf("join: stopped while waiting for the fleet: %w", n.ctx.Err())
+		}
 		if !deadline.IsZero() {
 			left := time.Until(deadline)
 			if left <= 0 {
@@ -276,7 +279,10 @@ func retryAfter(v string) time.Duration {
 // gateway to the Raft group. It retries for a while: the leader may be
 // changing.
 func (n *Node) requestRaftSeat(addrs []string) error {
-	body, _ := json.Marshal(raftSeatRequest{Name: n.state.Name, Addr: n.store.Addr(), FSM: n.store.FSMLevel()})
+	body, _ := json.Marshal(raftSeatRequest{Name: n.state.Name, Addr: n.store.Addr()})
+	// The FSM level goes in the query: a leader of an older binary refuses
+	// unknown body fields, and ignores the query.
+	path := "/internal/v1/raft/add?fsm=" + strconv.Itoa(n.store.FSMLevel())
 	deadline := time.Now().Add(30 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
@@ -290,7 +296,7 @@ func (n *Node) requestRaftSeat(addrs []string) error {
 		}
 		for _, a := range targets {
 			var out api.WriteResult
-			if err := n.peerCall(n.ctx, http.MethodPost, a, "/internal/v1/raft/add", body, &out); err != nil {
+			if err := n.peerCall(n.ctx, http.MethodPost, a, path, body, &out); err != nil {
 				if he := (*httpError)(nil); errors.As(err, &he) && he.code == http.StatusConflict {
 					return fmt.Errorf("%w: no Raft seat: %s", ErrJoinRefused, he.msg)
 				}
@@ -311,9 +317,6 @@ func (n *Node) requestRaftSeat(addrs []string) error {
 type raftSeatRequest struct {
 	Name string `json:"name"`
 	Addr string `json:"addr"`
-	// FSM is the asking binary's FSM level (absent from binaries before
-	// levels: 0).
-	FSM int `json:"fsm,omitempty"`
 }
 
 // handleJoin is POST /v1/join on any node, and the same request forwarded
@@ -457,9 +460,11 @@ func (n *Node) handleRaftAdd(w http.ResponseWriter, r *http.Request) {
 	}
 	// A binary that cannot apply every command in the log would stop at the
 	// first it cannot (consensus.ErrFSMTooOld); better it never get a seat.
-	if req.FSM < level {
+	// Its level is the ?fsm= query (absent from binaries before levels: 0).
+	fsm, _ := strconv.Atoi(r.URL.Query().Get("fsm"))
+	if fsm < level {
 		writeError(w, http.StatusConflict, fmt.Errorf("%s runs a fleetmesh binary of FSM level %d, and the fleet's Raft log holds commands of level %d: "+
-			"upgrade it before it takes a Raft seat", req.Name, req.FSM, level))
+			"upgrade it before it takes a Raft seat", req.Name, fsm, level))
 		return
 	}
 	voter, err := n.store.AddGateway(req.Name, req.Addr)

@@ -73,8 +73,8 @@ func TestJoinWaitsForTheFleet(t *testing.T) {
 		if err != nil {
 			t.Fatalf("join after the gateway came back: %v", err)
 		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("the join did not finish within 60 s of the gateway coming back")
+	case <-time.After(45 * time.Second): // (testenv's JoinTimeout, 30 s, ends it first)
+		t.Fatal("the join did not end within 45 s of the gateway coming back")
 	}
 	f.WaitConverged(30 * time.Second)
 	testenv.Eventually(t, 20*time.Second, func() error {
@@ -203,7 +203,9 @@ func TestFailedJoinsAreThrottledPerSource(t *testing.T) {
 // that says so, and a join timeout ends it too; neither leaves a membership
 // behind in the data dir.
 func TestJoinWaitEnds(t *testing.T) {
-	f := testenv.NewFleet(t, testenv.Options{Gateways: 1})
+	logs := &syncBuffer{}
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 1,
+		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	tok := f.NewToken("sensor", 0)
 	f.Kill("gw1")
 
@@ -218,6 +220,12 @@ func TestJoinWaitEnds(t *testing.T) {
 		}
 		done <- err
 	}()
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if !logged(logs, "s1", "retrying") {
+			return errors.New("s1 is not waiting to retry yet")
+		}
+		return nil
+	})
 	cancel()
 	select {
 	case err := <-done:

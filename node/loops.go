@@ -126,10 +126,24 @@ func (n *Node) checkHalted() {
 	if !n.store.IsLeader() {
 		return
 	}
-	n.log.Warn("handing Raft leadership on: this gateway's spec is stale")
-	if err := n.store.TransferLeadership(); err != nil {
-		n.log.Warn("leadership transfer failed", "err", err)
+	if sv, err := n.store.Servers(); err == nil && voters(sv) < 2 {
+		return // no one to hand on to: writes wait for the upgrade
 	}
+	err := n.store.TransferLeadership()
+	if time.Since(n.haltWarned) > time.Minute {
+		n.haltWarned = time.Now()
+		n.log.Warn("handed Raft leadership on: this gateway's spec is stale", "err", err)
+	}
+}
+
+func voters(sv []consensus.Server) int {
+	v := 0
+	for _, s := range sv {
+		if s.Voter {
+			v++
+		}
+	}
+	return v
 }
 
 // specGossipGap is the least time between two spec-version gossips of a
@@ -416,6 +430,9 @@ func (n *Node) apply(ctx context.Context, c *consensus.Command) (uint64, error) 
 		if err == nil {
 			n.catchUp(ctx, idx)
 			return idx, nil
+		}
+		if errors.Is(err, consensus.ErrFSMTooOld) {
+			n.kickHealth() // hand leadership on now, not at the next tick
 		}
 		if !retryable(err) || time.Now().After(deadline) || ctx.Err() != nil {
 			if err != nil && retryable(err) {

@@ -51,8 +51,10 @@ type Node struct {
 	trust    trustState
 	// joinLimit counts failed joins per source address (joinlimit.go).
 	joinLimit *joinLimiter
-	// haltLogged: the FSM halt was logged (healthLoop only).
+	// haltLogged, haltWarned: the FSM halt was logged, and when the last
+	// leadership hand-off was (healthLoop only).
 	haltLogged bool
+	haltWarned time.Time
 
 	reconciler *apps.Reconciler // nil when the runtime is off
 	docker     *apps.DockerDriver
