@@ -703,6 +703,11 @@ func (s *Store) AddGateway(id, addr string) (voter bool, err error) {
 	return false, s.wrapRaftErr(err)
 }
 
+// Promote makes the non-voting gateway id a voter. Leader only.
+func (s *Store) Promote(id, addr string) error {
+	return s.wrapRaftErr(s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second).Error())
+}
+
 // RemoveServer removes a gateway from the Raft group. Leader only.
 func (s *Store) RemoveServer(id string) error {
 	return s.wrapRaftErr(s.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error())

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fleetmesh/fleetmesh/consensus"
+	"github.com/fleetmesh/fleetmesh/mesh"
 	"github.com/fleetmesh/fleetmesh/node/api"
 )
 
@@ -95,6 +96,72 @@ func (n *Node) removeEvictedSeats() {
 		n.log.Info("gossip key rotation started for evicted gateway", "gateway", name)
 	}
 }
+
+// promoteEvery is how often the leader looks for a voter seat to fill.
+const promoteEvery = 2 * time.Second
+
+// promoteGateways keeps consensus.MaxVoters voters while there are gateways
+// for them: when a voter has left the Raft group (evicted), the leader
+// promotes a non-voter that is alive on the mesh, healthy (not in error: a
+// halted FSM is), caught up with the spec, and running a binary that
+// applies the whole log; from the site with the fewest voters first, so
+// that one site's outage takes as few votes as it can. Dead voters are not
+// replaced: at a site cut off for days a gateway is unreachable, not gone,
+// and only an operator (eviction) can tell. Leader only.
+func (n *Node) promoteGateways() {
+	if time.Since(n.promoteChecked) < promoteEvery {
+		return
+	}
+	n.promoteChecked = time.Now()
+	servers, err := n.store.Servers()
+	if err != nil {
+		return
+	}
+	var level int
+	n.store.View(func(s *consensus.Spec) { level = s.Level })
+	version := n.store.Version()
+	bySite := map[string]int{} // voters per site
+	type cand struct {
+		sv   consensus.Server
+		site string
+	}
+	var cands []cand
+	for _, sv := range servers {
+		m, ok := n.mesh.Member(sv.ID)
+		site := ""
+		if ok {
+			site = m.Site
+		}
+		if sv.Voter {
+			bySite[site]++
+			continue
+		}
+		if !ok || !m.Alive || m.State() != mesh.StateReady || m.FSM < level || m.Health.SpecVersion+promoteLag < version {
+			continue
+		}
+		cands = append(cands, cand{sv, site})
+	}
+	voters := 0
+	for _, c := range bySite {
+		voters += c
+	}
+	for voters < consensus.MaxVoters && len(cands) > 0 {
+		slices.SortStableFunc(cands, func(a, b cand) int { return bySite[a.site] - bySite[b.site] })
+		c := cands[0]
+		cands = cands[1:]
+		if err := n.store.Promote(c.sv.ID, c.sv.Address); err != nil {
+			n.log.Warn("cannot promote a gateway to Raft voter", "gateway", c.sv.ID, "err", err)
+			return
+		}
+		n.log.Info("gateway promoted to Raft voter", "gateway", c.sv.ID, "site", c.site, "voters", voters+1)
+		bySite[c.site]++
+		voters++
+	}
+}
+
+// promoteLag is how many spec versions a non-voter may lag and still be
+// promoted (its gossiped version trails by a health interval).
+const promoteLag = 64
 
 // Evicted reports whether this node's spec marks the device evicted.
 func (n *Node) Evicted(name string) bool {

@@ -275,31 +275,51 @@ func TestMinorityPartition(t *testing.T) {
 }
 
 // At most five gateways vote; a sixth joins the Raft group as a non-voter.
+// When a voter is evicted, the leader promotes the non-voter, so the fleet
+// keeps five votes.
 func TestSixthGatewayIsNonVoter(t *testing.T) {
 	f := testenv.NewFleet(t, testenv.Options{Gateways: 6})
-	testenv.Eventually(t, 20*time.Second, func() error {
-		servers, err := f.Member(f.Leader()).Node.Store().Servers()
-		if err != nil {
-			return err
-		}
-		voters := 0
-		for _, s := range servers {
-			if s.Voter {
-				voters++
+	raftSeats := func(wantServers, wantVoters int, voter string) func() error {
+		return func() error {
+			leader := f.Leader()
+			if leader == "" {
+				return errorf("no leader")
 			}
+			servers, err := f.Member(leader).Node.Store().Servers()
+			if err != nil {
+				return err
+			}
+			voters, isVoter := 0, false
+			for _, s := range servers {
+				if s.Voter {
+					voters++
+					isVoter = isVoter || s.ID == voter
+				}
+			}
+			if len(servers) != wantServers || voters != wantVoters || (voter != "" && !isVoter) {
+				return errorf("%d servers, %d voters (%s a voter: %v); want %d and %d", len(servers), voters, voter, isVoter, wantServers, wantVoters)
+			}
+			return nil
 		}
-		if len(servers) != 6 || voters != 5 {
-			return errorf("%d servers, %d voters; want 6 and 5", len(servers), voters)
-		}
-		return nil
-	})
-	v, _, err := f.Client("gw2").Node(context.Background(), "gw6")
+	}
+	testenv.Eventually(t, 20*time.Second, raftSeats(6, 5, ""))
+	ctx := context.Background()
+	v, _, err := f.Client("gw2").Node(ctx, "gw6")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if v.Voter != nil && *v.Voter {
 		t.Errorf("gw6 is reported as a voter")
 	}
+
+	victim := "gw2"
+	if f.Leader() == victim {
+		victim = "gw3"
+	}
+	if _, err := f.Client("gw1").Evict(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, raftSeats(5, 5, "gw6"))
 }
 
 // An edge follows the spec by deltas (the changes since its copy), not by

@@ -55,6 +55,9 @@ type Node struct {
 	// leadership hand-off was (healthLoop only).
 	haltLogged bool
 	haltWarned time.Time
+	// promoteChecked is when the leader last looked for a voter seat to
+	// fill (trustLoop only).
+	promoteChecked time.Time
 
 	reconciler *apps.Reconciler // nil when the runtime is off
 	docker     *apps.DockerDriver

@@ -119,6 +119,7 @@ func (n *Node) trustLoop() {
 		if n.IsLeader() {
 			n.advanceRotation()
 			n.removeEvictedSeats()
+			n.promoteGateways()
 			n.pruneTokens()
 		}
 	}
