@@ -1,0 +1,262 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/fleetmesh/fleetmesh/node/api"
+	"github.com/fleetmesh/fleetmesh/testenv/image"
+)
+
+// AgentImage is the project's own image for multi-host tests: the
+// fleetmesh binary alone, FROM scratch, built here (there is no registry).
+const AgentImage = "fleetmesh-test/fleetmesh:dev"
+
+var (
+	agentImageOnce sync.Once
+	agentImageErr  error
+)
+
+// BuildAgentImage builds AgentImage from this source tree, once per process.
+func BuildAgentImage() error {
+	agentImageOnce.Do(func() {
+		cli, err := Docker()
+		if err != nil {
+			agentImageErr = err
+			return
+		}
+		defer cli.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		agentImageErr = image.BuildGo(ctx, cli, "github.com/fleetmesh/fleetmesh/cmd/fleetmesh", 7400, AgentImage)
+	})
+	return agentImageErr
+}
+
+// ContainerFleet runs fleetmesh agents as separate processes, one per
+// Docker container of AgentImage, on a private network of their own: real
+// processes with their own addresses, on a real (bridged) network, started
+// with the binary's own command line and defaults, killed with SIGKILL and
+// restarted from their data dirs (host directories bind-mounted at /data).
+// The test process reaches each agent's API at its container address.
+type ContainerFleet struct {
+	t      testing.TB
+	cli    *client.Client
+	net    string // network ID
+	subnet string // "10.213.N." of a /24
+	base   string
+	mu     sync.Mutex
+	nodes  map[string]*ContainerNode
+	// Admin and CA are the operator credential and the fleet CA certificate
+	// (LoadCredentials).
+	Admin string
+	CA    []byte
+}
+
+// ContainerNode is one agent's container.
+type ContainerNode struct {
+	Name, IP, ID string
+	// DataDir is the host directory mounted at /data.
+	DataDir string
+}
+
+// NewContainerFleet makes the fleet's network. It builds AgentImage first if
+// needed; without a Docker engine it returns the error.
+func NewContainerFleet(t testing.TB) (*ContainerFleet, error) {
+	t.Helper()
+	if err := BuildAgentImage(); err != nil {
+		return nil, err
+	}
+	cli, err := Docker()
+	if err != nil {
+		return nil, err
+	}
+	f := &ContainerFleet{t: t, cli: cli, base: t.TempDir(), nodes: map[string]*ContainerNode{}}
+	t.Cleanup(f.close)
+	ctx := context.Background()
+	name := "fmtest-" + randHex(4)
+	// A /24 no other network of the engine uses: try a few.
+	for range 8 {
+		f.subnet = fmt.Sprintf("10.213.%d.", rand.IntN(250)+1)
+		resp, err := cli.NetworkCreate(ctx, name, network.CreateOptions{Driver: "bridge", Labels: map[string]string{"fleetmesh-test": "multihost"},
+			IPAM: &network.IPAM{Config: []network.IPAMConfig{{Subnet: f.subnet + "0/24", Gateway: f.subnet + "1"}}}})
+		if err == nil {
+			f.net = resp.ID
+			return f, nil
+		}
+		if !strings.Contains(err.Error(), "overlap") {
+			return nil, fmt.Errorf("docker network: %w", err)
+		}
+	}
+	return nil, fmt.Errorf("docker network: no free 10.213.x.0/24")
+}
+
+// Start runs a new agent container: `fleetmesh agent --data-dir /data
+// --name NAME ARGS...`, at the next address of the network.
+func (f *ContainerFleet) Start(name string, args ...string) *ContainerNode {
+	f.t.Helper()
+	f.mu.Lock()
+	ip := fmt.Sprintf("%s%d", f.subnet, 10+len(f.nodes))
+	f.mu.Unlock()
+	n := &ContainerNode{Name: name, IP: ip, DataDir: filepath.Join(f.base, name)}
+	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
+		f.t.Fatal(err)
+	}
+	ctx := context.Background()
+	cmd := append([]string{"agent", "--data-dir", "/data", "--name", name}, args...)
+	resp, err := f.cli.ContainerCreate(ctx,
+		&container.Config{Image: AgentImage, Cmd: cmd, Hostname: name, Labels: map[string]string{"fleetmesh-test": "multihost"}},
+		&container.HostConfig{Binds: []string{n.DataDir + ":/data"}},
+		&network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+			f.net: {IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: ip}},
+		}}, nil, "fmtest-"+randHex(4)+"-"+name)
+	if err != nil {
+		f.t.Fatalf("create container %s: %v", name, err)
+	}
+	n.ID = resp.ID
+	f.mu.Lock()
+	f.nodes[name] = n
+	f.mu.Unlock()
+	if err := f.cli.ContainerStart(ctx, n.ID, container.StartOptions{}); err != nil {
+		f.t.Fatalf("start container %s: %v", name, err)
+	}
+	return n
+}
+
+// Node returns an agent's container by name.
+func (f *ContainerFleet) Node(name string) *ContainerNode {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, ok := f.nodes[name]
+	if !ok {
+		f.t.Fatalf("no container node %q", name)
+	}
+	return n
+}
+
+// Names lists the agents started, in no order.
+func (f *ContainerFleet) Names() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for n := range f.nodes {
+		out = append(out, n)
+	}
+	return out
+}
+
+// Kill sends the agent SIGKILL, as a power cut would.
+func (f *ContainerFleet) Kill(name string) {
+	f.t.Helper()
+	if err := f.cli.ContainerKill(context.Background(), f.Node(name).ID, "KILL"); err != nil {
+		f.t.Fatalf("kill %s: %v", name, err)
+	}
+	Eventually(f.t, 30*time.Second, func() error {
+		st, err := f.cli.ContainerInspect(context.Background(), f.Node(name).ID)
+		if err != nil {
+			return err
+		}
+		if st.State.Running {
+			return fmt.Errorf("%s still running", name)
+		}
+		return nil
+	})
+}
+
+// Restart starts a killed agent's container again: the same command line,
+// address and data dir.
+func (f *ContainerFleet) Restart(name string) {
+	f.t.Helper()
+	if err := f.cli.ContainerStart(context.Background(), f.Node(name).ID, container.StartOptions{}); err != nil {
+		f.t.Fatalf("restart %s: %v", name, err)
+	}
+}
+
+// Disconnect cuts an agent's container off the network (it keeps running,
+// alone); Reconnect puts it back at the same address.
+func (f *ContainerFleet) Disconnect(name string) {
+	f.t.Helper()
+	if err := f.cli.NetworkDisconnect(context.Background(), f.net, f.Node(name).ID, true); err != nil {
+		f.t.Fatalf("disconnect %s: %v", name, err)
+	}
+}
+
+// Reconnect undoes Disconnect.
+func (f *ContainerFleet) Reconnect(name string) {
+	f.t.Helper()
+	n := f.Node(name)
+	if err := f.cli.NetworkConnect(context.Background(), f.net, n.ID, &network.EndpointSettings{IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: n.IP}}); err != nil {
+		f.t.Fatalf("reconnect %s: %v", name, err)
+	}
+}
+
+// API is an agent's API address as the test process reaches it.
+func (f *ContainerFleet) API(name string) string { return f.Node(name).IP + ":7400" }
+
+// LoadCredentials waits for the bootstrap agent's operator credential and
+// CA certificate in its data dir, and keeps them for Client.
+func (f *ContainerFleet) LoadCredentials(bootstrap string) {
+	f.t.Helper()
+	dir := f.Node(bootstrap).DataDir
+	Eventually(f.t, 60*time.Second, func() error {
+		tok, err := os.ReadFile(filepath.Join(dir, "operator.token"))
+		if err != nil {
+			return err
+		}
+		ca, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+		if err != nil {
+			return err
+		}
+		f.Admin, f.CA = strings.TrimSpace(string(tok)), ca
+		return nil
+	})
+}
+
+// Client is an operator's API client for an agent.
+func (f *ContainerFleet) Client(name string) *api.Client {
+	f.t.Helper()
+	c, err := api.NewClient(f.API(name), f.Admin, f.CA)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return c
+}
+
+// Logs returns an agent's output so far (stdout and stderr).
+func (f *ContainerFleet) Logs(name string) string {
+	rc, err := f.cli.ContainerLogs(context.Background(), f.Node(name).ID, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		return err.Error()
+	}
+	defer rc.Close()
+	var b bytes.Buffer
+	stdcopy.StdCopy(&b, &b, rc)
+	return b.String()
+}
+
+func (f *ContainerFleet) close() {
+	ctx := context.Background()
+	for _, name := range f.Names() {
+		if f.t.Failed() {
+			f.t.Logf("--- %s's output:\n%s", name, f.Logs(name))
+		}
+		f.cli.ContainerRemove(ctx, f.Node(name).ID, container.RemoveOptions{Force: true})
+	}
+	if f.net != "" {
+		f.cli.NetworkRemove(ctx, f.net)
+	}
+	f.cli.Close()
+}
