@@ -139,6 +139,10 @@ type Store struct {
 	bolt  *raftboltdb.BoltStore
 	addr  string
 
+	// memberMu serializes this leader's membership changes, so that two
+	// (a join's seat and a promotion) cannot both take the last voter seat.
+	memberMu sync.Mutex
+
 	mu       sync.Mutex
 	watchers []chan struct{}
 	// applied is closed (and replaced) on every change of the spec:
@@ -682,6 +686,8 @@ func (s *Store) Servers() ([]Server, error) {
 // AddGateway adds a gateway to the Raft group: as a voter while there are
 // fewer than MaxVoters, otherwise as a non-voter. Leader only.
 func (s *Store) AddGateway(id, addr string) (voter bool, err error) {
+	s.memberMu.Lock()
+	defer s.memberMu.Unlock()
 	servers, err := s.Servers()
 	if err != nil {
 		return false, err
@@ -703,13 +709,31 @@ func (s *Store) AddGateway(id, addr string) (voter bool, err error) {
 	return false, s.wrapRaftErr(err)
 }
 
-// Promote makes the non-voting gateway id a voter. Leader only.
+// Promote makes the non-voting gateway id a voter, unless MaxVoters
+// already vote. Leader only.
 func (s *Store) Promote(id, addr string) error {
+	s.memberMu.Lock()
+	defer s.memberMu.Unlock()
+	servers, err := s.Servers()
+	if err != nil {
+		return err
+	}
+	voters := 0
+	for _, sv := range servers {
+		if sv.Voter {
+			voters++
+		}
+	}
+	if voters >= MaxVoters {
+		return fmt.Errorf("%d gateways already vote", voters)
+	}
 	return s.wrapRaftErr(s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second).Error())
 }
 
 // RemoveServer removes a gateway from the Raft group. Leader only.
 func (s *Store) RemoveServer(id string) error {
+	s.memberMu.Lock()
+	defer s.memberMu.Unlock()
 	return s.wrapRaftErr(s.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error())
 }
 

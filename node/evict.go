@@ -118,7 +118,15 @@ func (n *Node) promoteGateways() {
 		return
 	}
 	var level int
-	n.store.View(func(s *consensus.Spec) { level = s.Level })
+	gateways := map[string]string{} // joined gateways by the spec, and their sites
+	n.store.View(func(s *consensus.Spec) {
+		level = s.Level
+		for name, d := range s.Devices {
+			if d.State == consensus.DeviceJoined && d.Role == "gateway" {
+				gateways[name] = d.Site
+			}
+		}
+	})
 	version := n.store.Version()
 	bySite := map[string]int{} // voters per site
 	type cand struct {
@@ -127,17 +135,14 @@ func (n *Node) promoteGateways() {
 	}
 	var cands []cand
 	for _, sv := range servers {
-		m, ok := n.mesh.Member(sv.ID)
-		site := ""
-		if ok {
-			site = m.Site
-		}
+		site, joined := gateways[sv.ID]
 		if sv.Voter {
 			bySite[site]++
 			continue
 		}
-		if !ok || !m.Alive || m.State() != mesh.StateReady || m.FSM < level || m.Health.SpecVersion+promoteLag < version {
-			continue
+		m, ok := n.mesh.Member(sv.ID)
+		if !joined || !ok || !m.Alive || m.State() != mesh.StateReady || m.FSM < level || m.Health.SpecVersion+promoteLag < version {
+			continue // (an evicted gateway whose seat is not removed yet is not joined)
 		}
 		cands = append(cands, cand{sv, site})
 	}

@@ -308,8 +308,8 @@ func TestSixthGatewayIsNonVoter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.Voter != nil && *v.Voter {
-		t.Errorf("gw6 is reported as a voter")
+	if v.Voter == nil || *v.Voter {
+		t.Errorf("gw6 is reported with voter %v, want false", v.Voter)
 	}
 
 	victim := "gw2"

@@ -107,6 +107,9 @@ func TestSpecWritesAndConsistentReadsAreLinearizable(t *testing.T) {
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(stop); wg.Wait() }) }
+	t.Cleanup(halt) // also when the test ends early: no clients left running
 	const workers = 4
 	for w := range workers {
 		wg.Add(1)
@@ -125,8 +128,7 @@ func TestSpecWritesAndConsistentReadsAreLinearizable(t *testing.T) {
 					call := int64(time.Since(start))
 					r, err := clients[name].CreateToken(ctx, api.TokenCreateRequest{Role: "sensor", TTL: "1h"})
 					// A failed write may still commit: its outcome is
-					// unknown, so it is left out; a read that finds its
-					// token finds a key no operation here claims.
+					// unknown (see the history below).
 					if ok = err == nil; ok {
 						mu.Lock()
 						adds = append(adds, add{id: r.ID, call: call, ret: int64(time.Since(start)), client: w})
@@ -138,8 +140,12 @@ func TestSpecWritesAndConsistentReadsAreLinearizable(t *testing.T) {
 				cancel()
 				if ok {
 					succeeded.Add(1)
-				} else {
-					failed.Add(1)
+					continue
+				}
+				failed.Add(1)
+				select { // a node that is down refuses at once: don't spin on it
+				case <-stop:
+				case <-time.After(5 * time.Millisecond):
 				}
 			}
 		}()
@@ -189,8 +195,7 @@ func TestSpecWritesAndConsistentReadsAreLinearizable(t *testing.T) {
 		}
 		progress(100)
 	}
-	close(stop)
-	wg.Wait()
+	halt()
 
 	// Last, every node's consistent read, once the fleet is whole again.
 	f.WaitConverged(30 * time.Second)
@@ -205,17 +210,35 @@ func TestSpecWritesAndConsistentReadsAreLinearizable(t *testing.T) {
 		})
 	}
 
+	// Every token any read saw, and every creation that succeeded. A token
+	// no successful creation accounts for comes from one that failed (or
+	// from the fleet's own setup): its creation may have happened at any
+	// time, so it is pending from the start to after the end, and porcupine
+	// still holds it to the rest: once seen, seen by every later read.
 	var history []porcupine.Operation
+	keys := map[string]bool{}
+	end := int64(time.Since(start)) + 1
 	for _, a := range adds {
+		keys[a.id] = true
 		history = append(history, porcupine.Operation{ClientId: a.client, Input: tokenOp{Key: a.id, Add: true}, Output: true, Call: a.call, Return: a.ret})
 	}
+	pending := 0
 	for _, r := range reads {
-		for _, a := range adds {
-			history = append(history, porcupine.Operation{ClientId: r.client, Input: tokenOp{Key: a.id}, Output: r.ids[a.id], Call: r.call, Return: r.ret})
+		for id := range r.ids {
+			if !keys[id] {
+				keys[id] = true
+				pending++
+				history = append(history, porcupine.Operation{ClientId: workers + len(names), Input: tokenOp{Key: id, Add: true}, Output: true, Call: 0, Return: end})
+			}
 		}
 	}
-	t.Logf("%d token creations and %d consistent reads checked (%d operations by element); %d failed during the faults",
-		len(adds), len(reads), len(history), failed.Load())
+	for _, r := range reads {
+		for id := range keys {
+			history = append(history, porcupine.Operation{ClientId: r.client, Input: tokenOp{Key: id}, Output: r.ids[id], Call: r.call, Return: r.ret})
+		}
+	}
+	t.Logf("%d token creations and %d consistent reads checked, with %d tokens of failed or earlier creations (%d operations by element); %d operations failed during the faults",
+		len(adds), len(reads), pending, len(history), failed.Load())
 	if len(adds) < 100 || len(reads) < 100 {
 		t.Fatalf("only %d creations and %d reads succeeded: too few to judge", len(adds), len(reads))
 	}
@@ -237,7 +260,8 @@ func TestSpecWritesAndConsistentReadsAreLinearizable(t *testing.T) {
 }
 
 // The model is not vacuous: porcupine refuses a read that misses a creation
-// finished before it began, and one that loses a token another read saw.
+// finished before it began, and one that loses a token another read saw,
+// even one whose creation failed (pending to the end of the history).
 func TestTokenSetModelRefusesStaleReads(t *testing.T) {
 	op := func(add bool, seen bool, call, ret int64) porcupine.Operation {
 		return porcupine.Operation{Input: tokenOp{Key: "k", Add: add}, Output: seen, Call: call, Return: ret}
@@ -245,6 +269,7 @@ func TestTokenSetModelRefusesStaleReads(t *testing.T) {
 	for name, h := range map[string][]porcupine.Operation{
 		"a read after the creation misses it": {op(true, true, 0, 10), op(false, false, 20, 30)},
 		"a later read loses what one saw":     {op(true, true, 0, 100), op(false, true, 10, 20), op(false, false, 30, 40)},
+		"a failed creation seen, then lost":   {op(true, true, 0, 1000), op(false, true, 10, 20), op(false, false, 30, 40)},
 	} {
 		if porcupine.CheckOperations(tokenSetModel, h) {
 			t.Errorf("%s: judged linearizable", name)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
@@ -60,6 +61,7 @@ type ContainerFleet struct {
 	base   string
 	mu     sync.Mutex
 	nodes  map[string]*ContainerNode
+	nextIP int
 	// Admin and CA are the operator credential and the fleet CA certificate
 	// (LoadCredentials).
 	Admin string
@@ -84,9 +86,11 @@ func NewContainerFleet(t testing.TB) (*ContainerFleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &ContainerFleet{t: t, cli: cli, base: t.TempDir(), nodes: map[string]*ContainerNode{}}
+	f := &ContainerFleet{t: t, cli: cli, base: t.TempDir(), nodes: map[string]*ContainerNode{}, nextIP: 10}
 	t.Cleanup(f.close)
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	removeStale(ctx, cli)
 	name := "fmtest-" + randHex(4)
 	// A /24 no other network of the engine uses: try a few.
 	for range 8 {
@@ -109,16 +113,21 @@ func NewContainerFleet(t testing.TB) (*ContainerFleet, error) {
 func (f *ContainerFleet) Start(name string, args ...string) *ContainerNode {
 	f.t.Helper()
 	f.mu.Lock()
-	ip := fmt.Sprintf("%s%d", f.subnet, 10+len(f.nodes))
+	ip := fmt.Sprintf("%s%d", f.subnet, f.nextIP)
+	f.nextIP++
 	f.mu.Unlock()
 	n := &ContainerNode{Name: name, IP: ip, DataDir: filepath.Join(f.base, name)}
 	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
 		f.t.Fatal(err)
 	}
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	cmd := append([]string{"agent", "--data-dir", "/data", "--name", name}, args...)
 	resp, err := f.cli.ContainerCreate(ctx,
-		&container.Config{Image: AgentImage, Cmd: cmd, Hostname: name, Labels: map[string]string{"fleetmesh-test": "multihost"}},
+		// As the test's own user, so that it can read (and remove) what
+		// the agent writes in the mounted data dir.
+		&container.Config{Image: AgentImage, Cmd: cmd, Hostname: name, User: fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid()),
+			Labels: map[string]string{"fleetmesh-test": "multihost"}},
 		&container.HostConfig{Binds: []string{n.DataDir + ":/data"}},
 		&network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
 			f.net: {IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: ip}},
@@ -248,15 +257,42 @@ func (f *ContainerFleet) Logs(name string) string {
 }
 
 func (f *ContainerFleet) close() {
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	for _, name := range f.Names() {
 		if f.t.Failed() {
 			f.t.Logf("--- %s's output:\n%s", name, f.Logs(name))
 		}
-		f.cli.ContainerRemove(ctx, f.Node(name).ID, container.RemoveOptions{Force: true})
+		if err := f.cli.ContainerRemove(ctx, f.Node(name).ID, container.RemoveOptions{Force: true}); err != nil {
+			f.t.Logf("remove container %s: %v", name, err)
+		}
 	}
 	if f.net != "" {
-		f.cli.NetworkRemove(ctx, f.net)
+		if err := f.cli.NetworkRemove(ctx, f.net); err != nil {
+			f.t.Logf("remove network: %v", err)
+		}
 	}
 	f.cli.Close()
+}
+
+// removeStale removes what earlier multi-host tests left behind when their
+// process was killed before its cleanups ran: containers and networks of
+// this label older than an hour (no test runs that long).
+func removeStale(ctx context.Context, cli *client.Client) {
+	label := filters.NewArgs(filters.Arg("label", "fleetmesh-test=multihost"))
+	old := time.Now().Add(-time.Hour)
+	if list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: label}); err == nil {
+		for _, c := range list {
+			if time.Unix(c.Created, 0).Before(old) {
+				cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+			}
+		}
+	}
+	if nets, err := cli.NetworkList(ctx, network.ListOptions{Filters: label}); err == nil {
+		for _, n := range nets {
+			if n.Created.Before(old) {
+				cli.NetworkRemove(ctx, n.ID)
+			}
+		}
+	}
 }

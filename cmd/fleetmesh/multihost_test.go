@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"testing"
 	"time"
@@ -20,12 +21,17 @@ import (
 // committed lost; both come back from their data dirs with no token. A
 // gateway cut off the network misses writes and, put back, catches up.
 func TestMultiHostFleetInContainers(t *testing.T) {
-	f, err := testenv.NewContainerFleet(t)
-	if err != nil {
+	if cli, err := testenv.Docker(); err != nil {
 		if os.Getenv("FLEETMESH_REQUIRE_DOCKER") != "" {
 			t.Fatal(err)
 		}
 		t.Skipf("no Docker engine: %v", err)
+	} else {
+		cli.Close()
+	}
+	f, err := testenv.NewContainerFleet(t)
+	if err != nil {
+		t.Fatal(err)
 	}
 	ctx := context.Background()
 	f.Start("gw1", "--bootstrap", "--role", "gateway", "--site", "plant-a")
@@ -124,8 +130,8 @@ func TestMultiHostFleetInContainers(t *testing.T) {
 		}
 		return nil
 	}))
-	after, err := f.Client(survivors[0]).Tokens(ctx)
-	if err != nil {
+	var after []api.TokenInfo
+	if _, err := f.Client(survivors[0]).Do(ctx, "GET", "/v1/tokens?consistent", nil, &after); err != nil {
 		t.Fatal(err)
 	}
 	ids := map[string]bool{}
@@ -143,13 +149,30 @@ func TestMultiHostFleetInContainers(t *testing.T) {
 
 	// Both come back from their data dirs (their command lines still
 	// carry the old tokens and --bootstrap: ignored once a membership is
-	// stored).
+	// stored, so no token is used again).
+	used := func() map[string]int {
+		t.Helper()
+		var toks []api.TokenInfo
+		if _, err := f.Client(survivors[0]).Do(ctx, "GET", "/v1/tokens?consistent", nil, &toks); err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]int{}
+		for _, tk := range toks {
+			m[tk.ID] = tk.Used
+		}
+		return m
+	}
+	usedBefore := used()
 	f.Restart(leader)
 	f.Restart("s2")
 	testenv.Eventually(t, 90*time.Second, converged(all, 5))
+	if got := used(); !maps.Equal(got, usedBefore) {
+		t.Errorf("token uses changed by the restarts: %v, before %v", got, usedBefore)
+	}
 
 	// A gateway cut off the network: the others write without it; back on
-	// the network, it is online everywhere again and holds their writes.
+	// the network, it is online everywhere again and holds the write made
+	// meanwhile.
 	f.Disconnect("gw3")
 	var rest []string
 	for _, n := range all {
