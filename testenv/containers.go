@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -112,6 +114,13 @@ func NewContainerFleet(t testing.TB) (*ContainerFleet, error) {
 // --name NAME ARGS...`, at the next address of the network.
 func (f *ContainerFleet) Start(name string, args ...string) *ContainerNode {
 	f.t.Helper()
+	return f.StartWith(name, nil, args...)
+}
+
+// StartWith is Start with files (by name) put in the data dir first, such
+// as a config file for --config /data/NAME.
+func (f *ContainerFleet) StartWith(name string, files map[string][]byte, args ...string) *ContainerNode {
+	f.t.Helper()
 	f.mu.Lock()
 	ip := fmt.Sprintf("%s%d", f.subnet, f.nextIP)
 	f.nextIP++
@@ -119,6 +128,11 @@ func (f *ContainerFleet) Start(name string, args ...string) *ContainerNode {
 	n := &ContainerNode{Name: name, IP: ip, DataDir: filepath.Join(f.base, name)}
 	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
 		f.t.Fatal(err)
+	}
+	for file, data := range files {
+		if err := os.WriteFile(filepath.Join(n.DataDir, file), data, 0o600); err != nil {
+			f.t.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -210,6 +224,47 @@ func (f *ContainerFleet) Reconnect(name string) {
 	if err := f.cli.NetworkConnect(context.Background(), f.net, n.ID, &network.EndpointSettings{IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: n.IP}}); err != nil {
 		f.t.Fatalf("reconnect %s: %v", name, err)
 	}
+}
+
+// Loss drops pct percent of the packets an agent sends, at random, as a
+// lossy site link would (pct 0: none). It is an nftables rule in the
+// container's network namespace, set from the host (the image has no
+// tools; this machine's kernel has no netem). A restarted container
+// starts with no loss.
+func (f *ContainerFleet) Loss(name string, pct int) error {
+	script := "table inet fmloss\ndelete table inet fmloss\n"
+	if pct > 0 {
+		script += fmt.Sprintf("table inet fmloss { chain out { type filter hook output priority 0; numgen random mod 100 < %d drop; }; }\n", pct)
+	}
+	return f.inNetns(name, script, "nft", "-f", "-")
+}
+
+// Rate limits what an agent sends to kbit kilobits a second with a token
+// bucket (tc tbf; 0: no limit), as a slow site link would: a burst queues,
+// up to half a second, then drops.
+func (f *ContainerFleet) Rate(name string, kbit int) error {
+	if kbit <= 0 {
+		return f.inNetns(name, "", "tc", "qdisc", "replace", "dev", "eth0", "root", "pfifo_fast")
+	}
+	return f.inNetns(name, "", "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf",
+		"rate", fmt.Sprintf("%dkbit", kbit), "burst", "16kbit", "latency", "500ms")
+}
+
+// inNetns runs a host command in an agent container's network namespace.
+func (f *ContainerFleet) inNetns(name, stdin string, cmd ...string) error {
+	st, err := f.cli.ContainerInspect(context.Background(), f.Node(name).ID)
+	if err != nil {
+		return err
+	}
+	if st.State == nil || st.State.Pid == 0 {
+		return fmt.Errorf("%s is not running", name)
+	}
+	c := exec.Command("nsenter", append([]string{"-t", strconv.Itoa(st.State.Pid), "-n"}, cmd...)...)
+	c.Stdin = strings.NewReader(stdin)
+	if out, err := c.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s on %s: %v: %s", cmd[0], name, err, out)
+	}
+	return nil
 }
 
 // API is an agent's API address as the test process reaches it.
