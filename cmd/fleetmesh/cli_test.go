@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/fleetmesh/fleetmesh/node"
 	"github.com/fleetmesh/fleetmesh/node/api"
 	"github.com/fleetmesh/fleetmesh/node/jointoken"
 	"github.com/fleetmesh/fleetmesh/testenv"
@@ -416,5 +418,40 @@ func TestConfigFileTimings(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, "node.json")); err == nil {
 			t.Fatalf("timings %q: a refused config left node.json behind", c.timings)
 		}
+	}
+}
+
+// The README's timings example is a valid config, and the one
+// BenchmarkLossyLinks measured (loosened).
+func TestREADMETimingsExample(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "```yaml\ntimings:")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("README has no ```yaml block starting with timings:")
+	}
+	parse := func(yaml string) node.Config {
+		t.Helper()
+		dir := t.TempDir()
+		file := filepath.Join(dir, "agent.yaml")
+		os.WriteFile(file, []byte("data_dir: "+dir+"\nrole: sensor\n"+yaml), 0o600)
+		var fl agentFlags
+		cmd := &cobra.Command{}
+		addAgentFlags(cmd, &fl)
+		if err := cmd.ParseFlags([]string{"--config", file}); err != nil {
+			t.Fatal(err)
+		}
+		cfg, _, err := agentConfig(cmd, &fl)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, yaml)
+		}
+		return cfg
+	}
+	got, want := parse("timings:"+block), parse(loosened)
+	if !reflect.DeepEqual(got.Mesh, want.Mesh) || !reflect.DeepEqual(got.Raft, want.Raft) {
+		t.Errorf("README's timings: mesh %+v raft %+v; BenchmarkLossyLinks measured mesh %+v raft %+v", got.Mesh, got.Raft, want.Mesh, want.Raft)
 	}
 }
