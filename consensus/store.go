@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fleetmesh/fleetmesh/node/logwriter"
@@ -139,6 +140,10 @@ type Store struct {
 	bolt  *raftboltdb.BoltStore
 	addr  string
 
+	// elections and leaderChanges count raft's observations (Counters).
+	elections, leaderChanges atomic.Int64
+	observer                 *raft.Observer
+
 	// memberMu serializes this leader's membership changes, so that two
 	// (a join's seat and a promotion) cannot both take the last voter seat.
 	memberMu sync.Mutex
@@ -239,6 +244,7 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("consensus: start raft: %w", err)
 	}
 	s.raft = r
+	s.observe()
 	if cfg.Bootstrap && !has {
 		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: raft.ServerAddress(s.addr), Suffrage: raft.Voter}}})
 		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
@@ -273,6 +279,57 @@ func checkSnapshotLevel(snaps raft.SnapshotStore, level int) error {
 	}
 	return fmt.Errorf("%w: its snapshot at version %d holds commands of FSM level %d, and this binary applies up to level %d: run a newer fleetmesh",
 		ErrFSMTooOld, d.Spec.Version, d.Spec.Level, level)
+}
+
+// Counters are what an operator alerts on when a site link is poor: how
+// often this gateway stood for election, and how often the leader it knows
+// changed, since it started.
+type Counters struct {
+	Elections, LeaderChanges int64
+}
+
+// Counters returns this store's election counters.
+func (s *Store) Counters() Counters {
+	return Counters{Elections: s.elections.Load(), LeaderChanges: s.leaderChanges.Load()}
+}
+
+// observe counts raft's state and leader observations until the store
+// closes. The observer never blocks raft: an observation that finds the
+// channel full is dropped (raft counts it), which undercounts only under a
+// storm of elections that the count already shows.
+func (s *Store) observe() {
+	ch := make(chan raft.Observation, 64)
+	s.observer = raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.RaftState, raft.LeaderObservation:
+			return true
+		}
+		return false
+	})
+	s.raft.RegisterObserver(s.observer)
+	go func() {
+		var leader raft.ServerID
+		for {
+			select {
+			case <-s.done:
+				return
+			case o := <-ch:
+				switch d := o.Data.(type) {
+				case raft.RaftState:
+					if d == raft.Candidate {
+						s.elections.Add(1)
+					}
+				case raft.LeaderObservation:
+					if d.LeaderID != "" && d.LeaderID != leader {
+						if leader != "" {
+							s.leaderChanges.Add(1)
+						}
+						leader = d.LeaderID
+					}
+				}
+			}
+		}
+	}()
 }
 
 func (s *Store) closeTransport() {
@@ -746,6 +803,9 @@ func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.done)
+		if s.observer != nil {
+			s.raft.DeregisterObserver(s.observer)
+		}
 		err = s.raft.Shutdown().Error()
 		s.trans.Close()
 		s.bolt.Close()

@@ -149,6 +149,34 @@ func TestLeaderKillFailover(t *testing.T) {
 			t.Errorf("token %s committed before the kill is lost", id)
 		}
 	}
+	// The surviving gateways count the change of leader, and the new
+	// leader its election, for an operator's alerts.
+	for _, g := range []string{"gw1", "gw2", "gw3"} {
+		if g == old {
+			continue
+		}
+		rc := f.Member(g).Node.Store().Counters()
+		text, err := metricsText(f, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rc.LeaderChanges < 1 || !strings.Contains(text, fmt.Sprintf("fleetmesh_raft_leader_changes_total %d", rc.LeaderChanges)) {
+			t.Errorf("%s: %d leader changes counted (metrics say %q); want at least 1, on /metrics", g, rc.LeaderChanges, grepLine(text, "fleetmesh_raft_leader_changes_total"))
+		}
+		if g == f.Leader() && rc.Elections < 1 {
+			t.Errorf("%s leads with %d elections counted", g, rc.Elections)
+		}
+	}
+}
+
+// grepLine is the first line of text that starts with prefix.
+func grepLine(text, prefix string) string {
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return ""
 }
 
 // 4. A node killed and restarted with its data dir rejoins without a token.
