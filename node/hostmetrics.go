@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -19,6 +20,32 @@ type hostSample struct {
 	CPU, Mem, Disk, Load1 float64
 	TempC                 *float64
 	Uptime                uint64
+	// DiskFree and DiskTotal are bytes of the data dir's filesystem
+	// (free: what an unprivileged writer may still use).
+	DiskFree, DiskTotal uint64
+}
+
+// diskFullFree is the free space under which a node reports its data dir's
+// disk full: bbolt grows raft.db by whole pages and more, and the spec copy
+// is rewritten whole, so a few megabytes is already too late to be safe.
+const diskFullFree = 4 << 20
+
+// diskFull says whether the data dir's disk is full (a reading that failed
+// is not).
+func (s hostSample) diskFull() bool { return s.DiskTotal > 0 && s.DiskFree < diskFullFree }
+
+// bytesIEC formats a byte count for a message: "3.2 MiB".
+func bytesIEC(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
 }
 
 // hostSampler reads host metrics with gopsutil. One sampler is shared by all
@@ -33,8 +60,9 @@ type hostSampler struct {
 }
 
 type diskSample struct {
-	at      time.Time
-	percent float64
+	at          time.Time
+	percent     float64
+	free, total uint64
 }
 
 var sharedSampler = &hostSampler{}
@@ -65,14 +93,14 @@ func (s *hostSampler) sample(diskPath string) hostSample {
 	if !ok || now.Sub(d.at) >= time.Second {
 		d = diskSample{at: now}
 		if u, err := disk.Usage(diskPath); err == nil {
-			d.percent = round1(u.UsedPercent)
+			d.percent, d.free, d.total = round1(u.UsedPercent), u.Free, u.Total
 		}
 		if s.disk == nil || len(s.disk) > 4096 {
 			s.disk = map[string]diskSample{}
 		}
 		s.disk[diskPath] = d
 	}
-	h.Disk = d.percent
+	h.Disk, h.DiskFree, h.DiskTotal = d.percent, d.free, d.total
 	return h
 }
 

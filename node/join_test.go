@@ -212,6 +212,7 @@ func TestJoinWaitEnds(t *testing.T) {
 	m := f.Config(&testenv.Member{Spec: testenv.Spec{Name: "s1", Role: "sensor"}, IP: "127.12.1.1", DataDir: t.TempDir()}, false, tok)
 	m.JoinTimeout = 0 // keep trying: only the context can end it
 	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel) // however the test ends, the join does not go on
 	done := make(chan error, 1)
 	go func() {
 		n, err := node.StartContext(ctx, m)

@@ -21,33 +21,51 @@ func jointokenPin(ca *x509.Certificate) string { return jointoken.PinOf(ca) }
 
 // selfState is the state this node reports about itself.
 func (n *Node) selfState() string {
-	if n.specVersion() == 0 {
+	_, appMsg := n.appHealth()
+	return n.stateFor(n.problem(sharedSampler.sample(n.cfg.DataDir), appMsg))
+}
+
+func (n *Node) stateFor(problem string) string {
+	switch {
+	case n.specVersion() == 0:
 		return mesh.StateInitializing
-	}
-	if n.store != nil && n.store.Halted() != nil {
-		return mesh.StateError
-	}
-	if _, msg := n.appHealth(); msg != "" {
+	case problem != "":
 		return mesh.StateError
 	}
 	return mesh.StateReady
 }
 
+// problem is what puts this node in error, the gravest first: a binary
+// too old for the fleet's Raft log, a full disk under the data dir, then
+// an application's failure (appMsg); "" when nothing does.
+func (n *Node) problem(s hostSample, appMsg string) string {
+	if n.store != nil {
+		if err := n.store.Halted(); err != nil {
+			return err.Error()
+		}
+	}
+	if s.diskFull() {
+		what := "its copy of the spec"
+		if n.store != nil {
+			what = "the fleet's Raft log"
+		}
+		return fmt.Sprintf("the disk of the data dir %s is full (%s free of %s): this node cannot store %s; free space there",
+			n.cfg.DataDir, bytesIEC(s.DiskFree), bytesIEC(s.DiskTotal), what)
+	}
+	return appMsg
+}
+
 // health is this node's current health summary.
 func (n *Node) health() mesh.Health {
 	s := sharedSampler.sample(n.cfg.DataDir)
+	apps, appMsg := n.appHealth()
+	msg := n.problem(s, appMsg)
 	h := mesh.Health{
-		State: n.selfState(), CPUPercent: s.CPU, MemPercent: s.Mem, DiskPercent: s.Disk, TempC: s.TempC,
-		Load1: s.Load1, UptimeSec: s.Uptime, SpecVersion: n.specVersion(),
+		State: n.stateFor(msg), CPUPercent: s.CPU, MemPercent: s.Mem, DiskPercent: s.Disk, TempC: s.TempC,
+		Load1: s.Load1, UptimeSec: s.Uptime, SpecVersion: n.specVersion(), Apps: apps, Message: msg,
 	}
 	if n.store != nil {
 		h.Leader, _ = n.store.Leader()
-	}
-	h.Apps, h.Message = n.appHealth()
-	if n.store != nil {
-		if err := n.store.Halted(); err != nil {
-			h.Message = err.Error()
-		}
 	}
 	h.Compliance = n.currentCompliance()
 	h.Keys = n.keyFingerprints()
