@@ -140,8 +140,8 @@ type Store struct {
 	bolt  *raftboltdb.BoltStore
 	addr  string
 
-	// elections and leaderChanges count raft's observations (Counters).
-	elections, leaderChanges atomic.Int64
+	// candidacies and leaderChanges count raft's observations (Counters).
+	candidacies, leaderChanges atomic.Int64
 	observer                 *raft.Observer
 
 	// memberMu serializes this leader's membership changes, so that two
@@ -282,21 +282,24 @@ func checkSnapshotLevel(snaps raft.SnapshotStore, level int) error {
 }
 
 // Counters are what an operator alerts on when a site link is poor: how
-// often this gateway stood for election, and how often the leader it knows
-// changed, since it started.
+// often this gateway stood as a candidate, and how often the leader it
+// knows changed, since it started.
 type Counters struct {
-	Elections, LeaderChanges int64
+	// Candidacies counts entries into the candidate state, pre-vote
+	// included: with pre-vote most end without a new term or leader, but a
+	// gateway that keeps standing is missing its leader's heartbeats.
+	Candidacies, LeaderChanges int64
 }
 
-// Counters returns this store's election counters.
+// Counters returns this store's counters.
 func (s *Store) Counters() Counters {
-	return Counters{Elections: s.elections.Load(), LeaderChanges: s.leaderChanges.Load()}
+	return Counters{Candidacies: s.candidacies.Load(), LeaderChanges: s.leaderChanges.Load()}
 }
 
 // observe counts raft's state and leader observations until the store
 // closes. The observer never blocks raft: an observation that finds the
 // channel full is dropped (raft counts it), which undercounts only under a
-// storm of elections that the count already shows.
+// storm of candidacies that the count already shows.
 func (s *Store) observe() {
 	ch := make(chan raft.Observation, 64)
 	s.observer = raft.NewObserver(ch, false, func(o *raft.Observation) bool {
@@ -317,7 +320,7 @@ func (s *Store) observe() {
 				switch d := o.Data.(type) {
 				case raft.RaftState:
 					if d == raft.Candidate {
-						s.elections.Add(1)
+						s.candidacies.Add(1)
 					}
 				case raft.LeaderObservation:
 					if d.LeaderID != "" && d.LeaderID != leader {

@@ -27,10 +27,10 @@ func (n *Node) selfState() string {
 
 func (n *Node) stateFor(problem string) string {
 	switch {
+	case problem != "": // (first: a new node on a full disk never gets further)
+		return mesh.StateError
 	case n.specVersion() == 0:
 		return mesh.StateInitializing
-	case problem != "":
-		return mesh.StateError
 	}
 	return mesh.StateReady
 }

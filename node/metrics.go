@@ -93,7 +93,7 @@ var (
 	descInfo     = prometheus.NewDesc("fleetmesh_node_info", "This node's identity.", []string{"name", "role", "site", "version"}, nil)
 	descHealthOK = prometheus.NewDesc("fleetmesh_fleet_node_up", "1 if a device is online, as this node sees it.", []string{"node", "role", "site"}, nil)
 	// Gateways only.
-	descElections = prometheus.NewDesc("fleetmesh_raft_elections_total", "Times this gateway stood for Raft election since it started (several a minute: raise the raft_* timings for the site link).", nil, nil)
+	descCandidacy = prometheus.NewDesc("fleetmesh_raft_candidacies_total", "Times this gateway stood as a Raft candidate (pre-vote included) since it started: it missed its leader's heartbeats.", nil, nil)
 	descLeaderChg = prometheus.NewDesc("fleetmesh_raft_leader_changes_total", "Times the Raft leader this gateway knows changed since it started.", nil, nil)
 	descHalted    = prometheus.NewDesc("fleetmesh_raft_fsm_halted", "1 if this gateway's binary is too old for the fleet's Raft log and stopped applying it.", nil, nil)
 )
@@ -101,7 +101,7 @@ var (
 type nodeCollector struct{ n *Node }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descMembers, descSpec, descLeader, descKnown, descContact, descCPU, descMem, descDisk, descTemp, descUp, descInfo, descHealthOK, descElections, descLeaderChg, descHalted} {
+	for _, d := range []*prometheus.Desc{descMembers, descSpec, descLeader, descKnown, descContact, descCPU, descMem, descDisk, descTemp, descUp, descInfo, descHealthOK, descCandidacy, descLeaderChg, descHalted} {
 		ch <- d
 	}
 }
@@ -130,7 +130,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descContact, prometheus.GaugeValue, lc.Seconds())
 	if n.store != nil {
 		rc := n.store.Counters()
-		ch <- prometheus.MustNewConstMetric(descElections, prometheus.CounterValue, float64(rc.Elections))
+		ch <- prometheus.MustNewConstMetric(descCandidacy, prometheus.CounterValue, float64(rc.Candidacies))
 		ch <- prometheus.MustNewConstMetric(descLeaderChg, prometheus.CounterValue, float64(rc.LeaderChanges))
 		ch <- prometheus.MustNewConstMetric(descHalted, prometheus.GaugeValue, b2f(n.store.Halted() != nil))
 	}

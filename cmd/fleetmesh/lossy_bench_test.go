@@ -125,15 +125,16 @@ func benchLossy(b *testing.B, sh shaping, timings string, soak time.Duration) {
 		}
 	}
 
-	// Elections, from the gateways' own logs (raft says when it stands).
-	elections := func() int {
+	// Candidacies, from the gateways' own logs: raft logs "entering
+	// candidate state" at each round it stands (pre-vote included).
+	candidacies := func() int {
 		n := 0
 		for _, g := range []string{"gw1", "gw2", "gw3"} {
 			n += strings.Count(f.Logs(g), "entering candidate state")
 		}
 		return n
 	}
-	elections0 := elections()
+	candidacies0 := candidacies()
 
 	// The soak: every agent's view polled, writes through s1.
 	var polls, falseOffline, pollErrs, leaderChanges int
@@ -199,7 +200,7 @@ func benchLossy(b *testing.B, sh shaping, timings string, soak time.Duration) {
 	wg.Wait()
 	b.ReportMetric(float64(falseOffline), "false-offline")
 	b.ReportMetric(float64(leaderChanges), "leader-changes")
-	b.ReportMetric(float64(elections()-elections0), "elections")
+	b.ReportMetric(float64(candidacies()-candidacies0), "candidacies")
 	b.ReportMetric(float64(writeFail.Load()), "write-failures")
 	writes.Report(b, "write")
 	b.Logf("soak %v: %d polls (%d unanswered), %d false offline verdicts, %d leader changes seen by gw1, %d writes ok, %d failed",
