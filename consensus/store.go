@@ -142,7 +142,7 @@ type Store struct {
 
 	// candidacies and leaderChanges count raft's observations (Counters).
 	candidacies, leaderChanges atomic.Int64
-	observer                 *raft.Observer
+	observer                   *raft.Observer
 
 	// memberMu serializes this leader's membership changes, so that two
 	// (a join's seat and a promotion) cannot both take the last voter seat.
