@@ -21,8 +21,10 @@ type hostSample struct {
 	TempC                 *float64
 	Uptime                uint64
 	// DiskFree and DiskTotal are bytes of the data dir's filesystem
-	// (free: what an unprivileged writer may still use).
-	DiskFree, DiskTotal uint64
+	// (free: what an unprivileged writer may still use); InodesFree and
+	// InodesTotal its inodes (0 total: the filesystem does not count them).
+	DiskFree, DiskTotal     uint64
+	InodesFree, InodesTotal uint64
 }
 
 // diskFullFree is the free space under which a node reports its data dir's
@@ -30,9 +32,15 @@ type hostSample struct {
 // is rewritten whole, so a few megabytes is already too late to be safe.
 const diskFullFree = 4 << 20
 
-// diskFull says whether the data dir's disk is full (a reading that failed
-// is not).
-func (s hostSample) diskFull() bool { return s.DiskTotal > 0 && s.DiskFree < diskFullFree }
+// diskFullInodes is the count of free inodes under which the disk is full
+// too: every atomic write of the data dir makes a new file and renames it.
+const diskFullInodes = 64
+
+// diskFull says whether the data dir's disk is full, of space or of inodes
+// (a reading that failed is not).
+func (s hostSample) diskFull() bool {
+	return s.DiskTotal > 0 && s.DiskFree < diskFullFree || s.InodesTotal > 0 && s.InodesFree < diskFullInodes
+}
 
 // bytesIEC formats a byte count for a message: "3.2 MiB".
 func bytesIEC(b uint64) string {
@@ -60,9 +68,10 @@ type hostSampler struct {
 }
 
 type diskSample struct {
-	at          time.Time
-	percent     float64
-	free, total uint64
+	at                      time.Time
+	percent                 float64
+	free, total             uint64
+	inodesFree, inodesTotal uint64
 }
 
 var sharedSampler = &hostSampler{}
@@ -94,6 +103,7 @@ func (s *hostSampler) sample(diskPath string) hostSample {
 		d = diskSample{at: now}
 		if u, err := disk.Usage(diskPath); err == nil {
 			d.percent, d.free, d.total = round1(u.UsedPercent), u.Free, u.Total
+			d.inodesFree, d.inodesTotal = u.InodesFree, u.InodesTotal
 		}
 		if s.disk == nil || len(s.disk) > 4096 {
 			s.disk = map[string]diskSample{}
@@ -101,6 +111,7 @@ func (s *hostSampler) sample(diskPath string) hostSample {
 		s.disk[diskPath] = d
 	}
 	h.Disk, h.DiskFree, h.DiskTotal = d.percent, d.free, d.total
+	h.InodesFree, h.InodesTotal = d.inodesFree, d.inodesTotal
 	return h
 }
 

@@ -49,8 +49,8 @@ func (n *Node) problem(s hostSample, appMsg string) string {
 		if n.store != nil {
 			what = "the fleet's Raft log"
 		}
-		return fmt.Sprintf("the disk of the data dir %s is full (%s free of %s): this node cannot store %s; free space there",
-			n.cfg.DataDir, bytesIEC(s.DiskFree), bytesIEC(s.DiskTotal), what)
+		return fmt.Sprintf("the disk of the data dir %s is full (%s free of %s, %d inodes free): this node cannot store %s; free space there",
+			n.cfg.DataDir, bytesIEC(s.DiskFree), bytesIEC(s.DiskTotal), s.InodesFree, what)
 	}
 	return appMsg
 }

@@ -33,7 +33,8 @@ const loosened = `timings:
 // (FLEETMESH_BENCH_SOAK, default 30s) with every agent running: false
 // offline verdicts, Raft leader changes (election churn), and writes
 // through an edge's API (one every 100 ms) that fail or are slow; then how
-// long a power-cut sensor takes to be offline on every other agent.
+// long a power-cut sensor takes to be offline on every other agent, and a
+// power-cut leader to be replaced (a write through a survivor commits).
 // FLEETMESH_BENCH_LOSSY picks one scenario by name.
 func BenchmarkLossyLinks(b *testing.B) {
 	if _, err := testenv.Docker(); err != nil {
@@ -232,4 +233,39 @@ func benchLossy(b *testing.B, sh shaping, timings string, soak time.Duration) {
 		testenv.Eventually(b, 2*time.Minute, converged)
 	}
 	detect.Report(b, "detect")
+
+	// Failover: the Raft leader loses power, twice; until a write through
+	// a surviving gateway commits (a write waits up to 2 s for a leader,
+	// so one that fails is tried again at once). The time includes the
+	// Docker API's kill.
+	var failover testenv.Samples
+	for range 2 {
+		fl, _, err := clients["s1"].Fleet(ctx)
+		if err != nil || fl.Leader == "" {
+			b.Fatalf("no leader known before the kill: %v", err)
+		}
+		leader := fl.Leader
+		survivor := "gw1"
+		if leader == "gw1" {
+			survivor = "gw2"
+		}
+		t0 := time.Now()
+		f.Kill(leader)
+		for {
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := clients[survivor].CreateToken(wctx, api.TokenCreateRequest{Role: "sensor", TTL: "1h"})
+			cancel()
+			if err == nil {
+				break
+			}
+			if time.Since(t0) > 2*time.Minute {
+				b.Fatalf("no write through %s within 2 minutes of killing the leader %s: %v", survivor, leader, err)
+			}
+		}
+		failover = append(failover, time.Since(t0))
+		f.Restart(leader)
+		testenv.Eventually(b, 30*time.Second, func() error { return shape(leader) })
+		testenv.Eventually(b, 2*time.Minute, converged)
+	}
+	failover.Report(b, "failover")
 }
