@@ -441,7 +441,12 @@ func (n *Node) apply(ctx context.Context, c *consensus.Command) (uint64, error) 
 			}
 			if err == nil {
 				var out struct{ Index uint64 }
-				err = n.peerCallAs(ctx, http.MethodPost, leader, "/internal/v1/apply", body, &out, callerFrom(ctx))
+				fctx, release := leaderBound(ctx, func() bool { return n.leaderMoved(leader) })
+				err = n.peerCallAs(fctx, http.MethodPost, leader, "/internal/v1/apply", body, &out, callerFrom(ctx))
+				if err != nil && errors.Is(context.Cause(fctx), errLeaderMoved) {
+					err = &unreachableError{addr: leader, err: errLeaderMoved} // retryable: to the new leader
+				}
+				release()
 				idx = out.Index
 			}
 		}
@@ -464,6 +469,58 @@ func (n *Node) apply(ctx context.Context, c *consensus.Command) (uint64, error) 
 		case <-time.After(writeRetry):
 		}
 	}
+}
+
+// errLeaderMoved ends a request forwarded to a leader that is no longer
+// the leader this node knows.
+var errLeaderMoved = errors.New("the leader changed while the request was with the old one")
+
+// leaderBound returns a context that ends when ctx does, or, with cause
+// errLeaderMoved, once moved says the leader a request was forwarded to is
+// no longer the leader. A leader that loses power mid-request never
+// answers (a dead host sends no reset), and without this the request
+// would wait for the HTTP client's timeout, seconds after a new leader
+// took over. release must be called when the request is done.
+func leaderBound(ctx context.Context, moved func() bool) (context.Context, func()) {
+	c, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(leaderCheckEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-c.Done():
+				return
+			case <-t.C:
+				if moved() {
+					cancel(errLeaderMoved)
+					return
+				}
+			}
+		}
+	}()
+	return c, func() { close(done); cancel(nil) }
+}
+
+// leaderCheckEvery is how often a forwarded request checks that its leader
+// still leads.
+const leaderCheckEvery = 25 * time.Millisecond
+
+// leaderMoved says whether target (a leader's API address) is no longer
+// the leader: this node knows another, or knows none and the mesh says
+// target is gone.
+func (n *Node) leaderMoved(target string) bool {
+	if l, err := n.leaderAPI(); err == nil {
+		return l != target
+	}
+	for _, m := range n.mesh.Members() {
+		if m.API == target {
+			return !m.Alive
+		}
+	}
+	return false
 }
 
 // writeRetry is the pause between tries of a write while there is no

@@ -252,11 +252,16 @@ func (n *Node) consistentRead(w http.ResponseWriter, r *http.Request) bool {
 		writeErr(w, err)
 		return false
 	}
-	req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, "https://"+leader+r.URL.RequestURI(), nil)
+	ctx, release := leaderBound(r.Context(), func() bool { return n.leaderMoved(leader) })
+	defer release()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+leader+r.URL.RequestURI(), nil)
 	req.Header.Set("Authorization", r.Header.Get("Authorization"))
 	res, err := n.peerClient().Do(req)
 	if err != nil {
-		writeErr(w, fmt.Errorf("%w: the leader at %s is unreachable: %v", consensus.ErrNoLeader, leader, err))
+		if errors.Is(context.Cause(ctx), errLeaderMoved) {
+			err = errLeaderMoved
+		}
+		writeErr(w, fmt.Errorf("%w: the leader at %s did not answer: %v", consensus.ErrNoLeader, leader, err))
 		return false
 	}
 	defer res.Body.Close()
