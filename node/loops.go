@@ -355,6 +355,8 @@ func (n *Node) syncSpec(want uint64) {
 func (n *Node) fetchSpec(gw string) (sp *consensus.Spec, raw []byte, err error) {
 	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 	defer cancel()
+	ctx, release := untilGone(ctx, func() bool { return n.peerDown(gw) }, errPeerDown)
+	defer release()
 	n.specMu.RLock()
 	base := n.spec
 	n.specMu.RUnlock()
@@ -441,7 +443,7 @@ func (n *Node) apply(ctx context.Context, c *consensus.Command) (uint64, error) 
 			}
 			if err == nil {
 				var out struct{ Index uint64 }
-				fctx, release := leaderBound(ctx, func() bool { return n.leaderMoved(leader) })
+				fctx, release := untilGone(ctx, func() bool { return n.leaderMoved(leader) }, errLeaderMoved)
 				err = n.peerCallAs(fctx, http.MethodPost, leader, "/internal/v1/apply", body, &out, callerFrom(ctx))
 				if err != nil && errors.Is(context.Cause(fctx), errLeaderMoved) {
 					err = &unreachableError{addr: leader, err: errLeaderMoved} // retryable: to the new leader
@@ -472,16 +474,20 @@ func (n *Node) apply(ctx context.Context, c *consensus.Command) (uint64, error) 
 }
 
 // errLeaderMoved ends a request forwarded to a leader that is no longer
-// the leader this node knows.
-var errLeaderMoved = errors.New("the leader changed while the request was with the old one")
+// the leader this node knows; errPeerDown one to a peer the mesh says is
+// gone.
+var (
+	errLeaderMoved = errors.New("the leader changed while the request was with the old one")
+	errPeerDown    = errors.New("the peer went offline during the request")
+)
 
-// leaderBound returns a context that ends when ctx does, or, with cause
-// errLeaderMoved, once moved says the leader a request was forwarded to is
-// no longer the leader. A leader that loses power mid-request never
-// answers (a dead host sends no reset), and without this the request
-// would wait for the HTTP client's timeout, seconds after a new leader
-// took over. release must be called when the request is done.
-func leaderBound(ctx context.Context, moved func() bool) (context.Context, func()) {
+// untilGone returns a context that ends when ctx does, or, with cause,
+// once gone says the peer a request went to will not answer it (a leader
+// no longer leading, a gateway offline). A host that loses power
+// mid-request never answers (it sends no reset), and without this the
+// request would wait for its timeout, seconds after the fleet moved on.
+// release must be called when the request is done.
+func untilGone(ctx context.Context, gone func() bool, cause error) (context.Context, func()) {
 	c, cancel := context.WithCancelCause(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -494,8 +500,8 @@ func leaderBound(ctx context.Context, moved func() bool) (context.Context, func(
 			case <-c.Done():
 				return
 			case <-t.C:
-				if moved() {
-					cancel(errLeaderMoved)
+				if gone() {
+					cancel(cause)
 					return
 				}
 			}
@@ -504,8 +510,8 @@ func leaderBound(ctx context.Context, moved func() bool) (context.Context, func(
 	return c, func() { close(done); cancel(nil) }
 }
 
-// leaderCheckEvery is how often a forwarded request checks that its leader
-// still leads.
+// leaderCheckEvery is how often a request in flight checks that its peer
+// can still answer it.
 const leaderCheckEvery = 25 * time.Millisecond
 
 // leaderMoved says whether target (a leader's API address) is no longer
@@ -515,8 +521,14 @@ func (n *Node) leaderMoved(target string) bool {
 	if l, err := n.leaderAPI(); err == nil {
 		return l != target
 	}
+	return n.peerDown(target)
+}
+
+// peerDown says whether the mesh holds the member whose API is at addr as
+// gone.
+func (n *Node) peerDown(addr string) bool {
 	for _, m := range n.mesh.Members() {
-		if m.API == target {
+		if m.API == addr {
 			return !m.Alive
 		}
 	}

@@ -252,7 +252,7 @@ func (n *Node) consistentRead(w http.ResponseWriter, r *http.Request) bool {
 		writeErr(w, err)
 		return false
 	}
-	ctx, release := leaderBound(r.Context(), func() bool { return n.leaderMoved(leader) })
+	ctx, release := untilGone(r.Context(), func() bool { return n.leaderMoved(leader) }, errLeaderMoved)
 	defer release()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+leader+r.URL.RequestURI(), nil)
 	req.Header.Set("Authorization", r.Header.Get("Authorization"))

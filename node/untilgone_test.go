@@ -11,16 +11,16 @@ import (
 // A request forwarded to a leader ends as soon as the leader it went to is
 // no longer the leader, with errLeaderMoved as the cause; otherwise it is
 // left alone, and release stops the watch.
-func TestLeaderBound(t *testing.T) {
+func TestUntilGone(t *testing.T) {
 	var moved atomic.Bool
 	looked := make(chan struct{}, 100)
-	ctx, release := leaderBound(context.Background(), func() bool {
+	ctx, release := untilGone(context.Background(), func() bool {
 		select {
 		case looked <- struct{}{}:
 		default:
 		}
 		return moved.Load()
-	})
+	}, errLeaderMoved)
 	for range 3 { // three looks at a leader that has not moved
 		select {
 		case <-looked:
@@ -42,7 +42,7 @@ func TestLeaderBound(t *testing.T) {
 	}
 	release()
 
-	ctx, release = leaderBound(context.Background(), func() bool { return false })
+	ctx, release = untilGone(context.Background(), func() bool { return false }, errLeaderMoved)
 	release()
 	if context.Cause(ctx) != context.Canceled {
 		t.Errorf("after release: cause %v, want canceled", context.Cause(ctx))
