@@ -526,13 +526,32 @@ func (s *Store) Barrier(timeout time.Duration) error {
 	if err := s.haltedLeader(); err != nil {
 		return err
 	}
-	if err := s.raft.VerifyLeader().Error(); err != nil {
+	if err := s.await(s.raft.VerifyLeader(), timeout); err != nil {
 		return s.wrapRaftErr(err)
 	}
-	if err := s.raft.Barrier(timeout).Error(); err != nil {
+	if err := s.await(s.raft.Barrier(timeout), timeout); err != nil {
 		return s.wrapRaftErr(err)
 	}
 	return nil
+}
+
+// await waits for a raft future, but no longer than timeout, nor past the
+// store's Close: raft does not always answer a VerifyLeader that is in
+// flight when it shuts down, and a request waiting on it would hold up the
+// node's stop for good (the node waits for its requests to end).
+func (s *Store) await(f raft.Future, timeout time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }() // ends when raft answers, if ever
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-s.done:
+		return ErrClosed
+	case <-t.C:
+		return fmt.Errorf("%w: raft did not answer in %v", ErrNoLeader, timeout)
+	}
 }
 
 // View calls fn with the spec under a read lock. fn must not keep or change

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"sync"
 	"testing"
 	"time"
@@ -481,5 +482,56 @@ func TestOlderFSMHaltsInsideBatch(t *testing.T) {
 	}
 	if f.halted != nil || f.spec.Version != 4 {
 		t.Fatalf("after a restore: halted %v, version %d; want running at 4", f.halted, f.spec.Version)
+	}
+}
+
+// A consistent read's barrier on a leader that loses its followers ends when
+// the store closes: a node's stop waits for its requests, so a barrier that
+// raft leaves unanswered must not hold the stop up.
+func TestBarrierEndsWhenStoreCloses(t *testing.T) {
+	srv, cli := testTLS(t)
+	var cut atomic.Bool
+	hook := func(string) error {
+		if cut.Load() {
+			return errors.New("cut off")
+		}
+		return nil
+	}
+	var stores []*Store
+	for i := range 3 {
+		s, err := Open(Config{NodeID: fmt.Sprintf("n%d", i+1), Dir: t.TempDir(), Bind: "127.0.0.1:0", ServerTLS: srv, ClientTLS: cli, Bootstrap: i == 0,
+			Dial: hook, HeartbeatTimeout: 5 * time.Second, ElectionTimeout: 5 * time.Second, LeaderLeaseTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores = append(stores, s)
+	}
+	wait.Eventually(t, 30*time.Second, func() error {
+		if !stores[0].IsLeader() {
+			return errors.New("n1 is not leader yet")
+		}
+		return nil
+	})
+	ctx := context.Background()
+	if _, err := stores[0].Apply(ctx, initCmd()); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range stores[1:] {
+		if _, err := stores[0].AddGateway(s.cfg.NodeID, s.Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cut.Store(true) // n1 can no longer reach anyone: no verify can succeed
+	done := make(chan error, 1)
+	go func() { done <- stores[0].Barrier(time.Minute) }()
+	stores[0].Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("a barrier on a closed, cut-off leader succeeded")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the barrier did not end within 20 s of the store's close")
 	}
 }
