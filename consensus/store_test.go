@@ -11,8 +11,8 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
