@@ -486,7 +486,9 @@ func (s *Store) applyLoop() {
 func (s *Store) commit(data []byte, n int) []Result {
 	res := make([]Result, n)
 	f := s.raft.Apply(data, 5*time.Second)
-	if err := f.Error(); err != nil {
+	// (A command raft took but never answers, as at shutdown, ends with the
+	// store; commitWait only backs that up.)
+	if err := s.await(f, commitWait); err != nil {
 		err = s.wrapRaftErr(err)
 		for i := range res {
 			res[i] = Result{Err: err}
@@ -534,6 +536,11 @@ func (s *Store) Barrier(timeout time.Duration) error {
 	}
 	return nil
 }
+
+// commitWait bounds the wait for a command's commit. Raft answers long
+// before it (it steps down after its lease without a quorum); it only
+// keeps a request from waiting for good.
+const commitWait = time.Minute
 
 // await waits for a raft future, but no longer than timeout, nor past the
 // store's Close: raft does not always answer a VerifyLeader that is in
