@@ -756,6 +756,17 @@ type Server struct {
 	Voter   bool   `json:"voter"`
 }
 
+// Voters counts the voters among servers.
+func Voters(servers []Server) int {
+	v := 0
+	for _, s := range servers {
+		if s.Voter {
+			v++
+		}
+	}
+	return v
+}
+
 // Servers lists the Raft configuration.
 func (s *Store) Servers() ([]Server, error) {
 	f := s.raft.GetConfiguration()
@@ -778,16 +789,12 @@ func (s *Store) AddGateway(id, addr string) (voter bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	voters := 0
 	for _, sv := range servers {
 		if sv.ID == id && sv.Address == addr {
 			return sv.Voter, nil
 		}
-		if sv.Voter {
-			voters++
-		}
 	}
-	if voters < MaxVoters {
+	if Voters(servers) < MaxVoters {
 		err = s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second).Error()
 		return true, s.wrapRaftErr(err)
 	}
@@ -804,14 +811,8 @@ func (s *Store) Promote(id, addr string) error {
 	if err != nil {
 		return err
 	}
-	voters := 0
-	for _, sv := range servers {
-		if sv.Voter {
-			voters++
-		}
-	}
-	if voters >= MaxVoters {
-		return fmt.Errorf("%d gateways already vote", voters)
+	if v := Voters(servers); v >= MaxVoters {
+		return fmt.Errorf("%d gateways already vote", v)
 	}
 	return s.wrapRaftErr(s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second).Error())
 }

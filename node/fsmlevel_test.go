@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -26,7 +25,7 @@ func TestRolledBackGatewayHaltsRatherThanParts(t *testing.T) {
 	var gw3Old atomic.Bool
 	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	logs := &syncBuffer{}
-	f := testenv.NewFleet(t, testenv.Options{Gateways: 3, Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Tune: func(c *node.Config) {
+	f := testenv.NewFleet(t, testenv.Options{Gateways: 3, Log: logTo(logs), Tune: func(c *node.Config) {
 		c.Now = clock
 		c.OldFSM = c.Name == "gw4" || (c.Name == "gw3" && gw3Old.Load())
 	}})

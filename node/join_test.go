@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -46,7 +45,7 @@ func logged(logs *syncBuffer, node string, words ...string) bool {
 func TestJoinWaitsForTheFleet(t *testing.T) {
 	logs := &syncBuffer{}
 	f := testenv.NewFleet(t, testenv.Options{Gateways: 1,
-		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		Log: logTo(logs)})
 	tok := f.NewToken("sensor", 0)
 	f.Kill("gw1")
 
@@ -145,7 +144,7 @@ func TestFailedJoinsAreThrottledPerSource(t *testing.T) {
 	clock := func() time.Time { return base.Add(time.Duration(skew.Load())) }
 	logs := &syncBuffer{}
 	f := testenv.NewFleet(t, testenv.Options{Gateways: 1,
-		Log:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Log:  logTo(logs),
 		Tune: func(c *node.Config) { c.Now = clock }})
 	const shared = "127.12.0.1" // one site's NAT router, say
 	bad := newBogusJoiner(t, f, "gw1", shared)
@@ -205,7 +204,7 @@ func TestFailedJoinsAreThrottledPerSource(t *testing.T) {
 func TestJoinWaitEnds(t *testing.T) {
 	logs := &syncBuffer{}
 	f := testenv.NewFleet(t, testenv.Options{Gateways: 1,
-		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		Log: logTo(logs)})
 	tok := f.NewToken("sensor", 0)
 	f.Kill("gw1")
 

@@ -144,7 +144,7 @@ func (n *Node) checkHalted() {
 	if !n.store.IsLeader() {
 		return
 	}
-	if sv, err := n.store.Servers(); err == nil && voters(sv) < 2 {
+	if sv, err := n.store.Servers(); err == nil && consensus.Voters(sv) < 2 {
 		return // no one to hand on to: writes wait for the upgrade
 	}
 	err := n.store.TransferLeadership()
@@ -152,16 +152,6 @@ func (n *Node) checkHalted() {
 		n.haltWarned = time.Now()
 		n.log.Warn("handed Raft leadership on: this gateway's spec is stale", "err", err)
 	}
-}
-
-func voters(sv []consensus.Server) int {
-	v := 0
-	for _, s := range sv {
-		if s.Voter {
-			v++
-		}
-	}
-	return v
 }
 
 // specGossipGap is the least time between two spec-version gossips of a

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
@@ -45,7 +44,7 @@ func (s *syncBuffer) String() string {
 func TestJoinTokensRefused(t *testing.T) {
 	logs := &syncBuffer{}
 	f := testenv.NewFleet(t, testenv.Options{Gateways: 1, Edges: []testenv.Spec{{Role: "sensor"}},
-		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		Log: logTo(logs)})
 	ctx := context.Background()
 	admin := f.Client("gw1")
 	var secrets []string
@@ -330,7 +329,7 @@ func TestExpiredTokensArePrunedEverywhere(t *testing.T) {
 	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	logs := &syncBuffer{}
 	f := testenv.NewFleet(t, testenv.Options{Gateways: 3, Edges: []testenv.Spec{{Name: "s1", Role: "sensor"}},
-		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Log: logTo(logs),
 		Tune: func(c *node.Config) {
 			c.Now = clock
 			c.OldFSM = c.Name == "gw3" && gw3Old.Load()

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -394,7 +393,7 @@ func mustRead(t *testing.T, p string) []byte {
 func TestNoSecretsAnywhere(t *testing.T) {
 	logs := &syncBuffer{}
 	f := testenv.NewFleet(t, testenv.Options{Gateways: 3, Edges: []testenv.Spec{{Name: "s1", Role: "sensor"}, {Name: "s2", Role: "compute"}},
-		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		Log: logTo(logs)})
 	ctx := context.Background()
 	admin := f.Client("s1")
 	var secrets []string

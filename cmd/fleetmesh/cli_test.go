@@ -388,13 +388,7 @@ func TestConfigFileTimings(t *testing.T) {
 		os.WriteFile(file, []byte("data_dir: "+dir+"\nrole: sensor\ntimings:\n"+timings), 0o600)
 	}
 	write("  probe_interval: 100ms\n  probe_timeout: 40ms\n  suspicion_mult: 4\n  suspicion_floor: 2s\n  raft_heartbeat_timeout: 1s\n  raft_leader_lease_timeout: 500ms\n")
-	var fl agentFlags
-	cmd := &cobra.Command{}
-	addAgentFlags(cmd, &fl)
-	if err := cmd.ParseFlags([]string{"--config", file}); err != nil {
-		t.Fatal(err)
-	}
-	cfg, _, err := agentConfig(cmd, &fl)
+	cfg, err := configFromFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,13 +432,7 @@ func TestREADMETimingsExample(t *testing.T) {
 		dir := t.TempDir()
 		file := filepath.Join(dir, "agent.yaml")
 		os.WriteFile(file, []byte("data_dir: "+dir+"\nrole: sensor\n"+yaml), 0o600)
-		var fl agentFlags
-		cmd := &cobra.Command{}
-		addAgentFlags(cmd, &fl)
-		if err := cmd.ParseFlags([]string{"--config", file}); err != nil {
-			t.Fatal(err)
-		}
-		cfg, _, err := agentConfig(cmd, &fl)
+		cfg, err := configFromFile(file)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, yaml)
 		}
@@ -454,4 +442,17 @@ func TestREADMETimingsExample(t *testing.T) {
 	if !reflect.DeepEqual(got.Mesh, want.Mesh) || !reflect.DeepEqual(got.Raft, want.Raft) {
 		t.Errorf("README's timings: mesh %+v raft %+v; BenchmarkLossyLinks measured mesh %+v raft %+v", got.Mesh, got.Raft, want.Mesh, want.Raft)
 	}
+}
+
+// configFromFile is the agent's config as `fleetmesh agent --config file`
+// makes it.
+func configFromFile(file string) (node.Config, error) {
+	var fl agentFlags
+	cmd := &cobra.Command{}
+	addAgentFlags(cmd, &fl)
+	if err := cmd.ParseFlags([]string{"--config", file}); err != nil {
+		return node.Config{}, err
+	}
+	cfg, _, err := agentConfig(cmd, &fl)
+	return cfg, err
 }
